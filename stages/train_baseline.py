@@ -1,0 +1,30 @@
+"""train_baseline: the seed CNN trained with cross-entropy.
+
+Reads params.yaml (top-level training keys), data/{train,val,test}.npz, data/classes.json.
+Writes models/baseline.keras, models/baseline_summary.txt and plots/train_baseline/
+(DVCLive: per-epoch train/val loss and accuracy and learning_rate under plots/metrics/,
+metrics.json with test.accuracy and test.loss, plots/sklearn/confusion_matrix.json).
+"""
+from study import paths
+from study.data import class_names, load_split
+from study.io import run_stage
+from study.params import load
+
+NAME = "baseline"
+
+
+def main(params: dict) -> dict:
+    """Train the baseline and return its test metrics."""
+    from study.model import build_model
+    from study.train import set_seed, train_and_evaluate
+
+    splits = {s: load_split(s) for s in ("train", "val", "test")}
+    classes = class_names()
+    set_seed(params["seed"])
+    model = build_model(params["batch_norm"])
+    return train_and_evaluate(NAME, model, params, splits, classes, paths.model_file(NAME),
+                              paths.summary_file(NAME), paths.train_dir(NAME))
+
+
+if __name__ == "__main__":
+    run_stage(lambda: main(load()))

@@ -1,0 +1,57 @@
+"""Every path the pipeline reads or writes, written once (dvc.yaml names the same files)."""
+from pathlib import Path
+
+DATA = Path("data")
+MODELS = Path("models")
+PLOTS = Path("plots")
+
+# fetch_data
+TRAIN = DATA / "train.npz"          # x: (N, 32, 32, 3) uint8, y: (N,) uint8
+VAL = DATA / "val.npz"
+TEST = DATA / "test.npz"
+CLASSES = DATA / "classes.json"     # the 10 class names, index = label
+FETCH_INFO = DATA / "fetch.json"    # source, md5, split sizes
+
+MODEL_NAMES = ("baseline", "center_loss")
+
+
+def model_file(name: str) -> Path:
+    """models/<name>.keras for 'baseline' or 'center_loss'."""
+    return MODELS / f"{name}.keras"
+
+
+def summary_file(name: str) -> Path:
+    """models/<name>_summary.txt, the model.summary() text."""
+    return MODELS / f"{name}_summary.txt"
+
+
+def train_dir(name: str) -> Path:
+    """plots/train_<name>/: the DVCLive folder of a training stage (metrics.json, curves)."""
+    return PLOTS / f"train_{name}"
+
+
+CENTROIDS = MODELS / "kmeans_centroids.npz"         # centroids (10, 512), matched to classes
+KMEANS_DIR = PLOTS / "kmeans_centroids"             # metrics.json
+CENTERS = MODELS / "center_loss_centers.npy"        # final centres (10, 512)
+
+
+def activations_file(name: str) -> Path:
+    """data/activations/<name>.npz: the four layers' (reduced) activations on test images."""
+    return DATA / "activations" / f"{name}.npz"
+
+
+def tsne_dir(name: str) -> Path:
+    """plots/tsne/<name>/: 2D points, 3D images, surfaces and metrics of one model."""
+    return PLOTS / "tsne" / name
+
+
+def gradcam_dir(name: str) -> Path:
+    """plots/gradcam/<name>/: heat-map grid and faithfulness metrics of one model."""
+    return PLOTS / "gradcam" / name
+
+
+COMPARE_DIR = PLOTS / "compare"
+
+ANALYSED_LAYERS = ("conv2d", "conv2d_4", "dense", "dense_1")
+FEATURE_LAYER = "dense"       # the 512-d embedding k-means and the center loss work on
+CAM_LAYER = "conv2d_4"        # the last conv layer, 8 x 8
