@@ -125,6 +125,7 @@ def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: li
     from dvclive import Live
     from study.model import summary_text
 
+    summary = summary_text(model)  # before compile: no optimizer variables in the counts
     trainer = trainer or model
     trainer.compile(optimizer=make_optimizer(params), loss="sparse_categorical_crossentropy",
                     metrics=["accuracy"], jit_compile=False)  # XLA is ~3x slower on CPU here
@@ -136,7 +137,8 @@ def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: li
         with Live(str(tmp_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:
             trainer.fit(make_dataset(xtr, ytr, bs, shuffle=True, augment=params["augment"], seed=seed),
                         validation_data=make_dataset(xva, yva, bs), epochs=params["epochs"],
-                        callbacks=_callbacks(params, live), verbose=2)
+                        callbacks=_callbacks(params, live), verbose=2,
+                        shuffle=False)  # the dataset reshuffles itself, seeded, each epoch
             test = evaluate_test(model, xte, yte, bs)
             live.summary["test"] = {"accuracy": test["accuracy"], "loss": test["loss"]}
             live.log_sklearn_plot("confusion_matrix", [classes[i] for i in yte],
@@ -146,7 +148,7 @@ def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: li
         with atomic_path(out_model) as tmp:
             keras.saving.save_model(model, tmp)
         with atomic_path(out_summary) as tmp:
-            tmp.write_text(summary_text(model))
+            tmp.write_text(summary)
         shutil.rmtree(live_dir, ignore_errors=True)
         os.replace(tmp_dir, live_dir)
     finally:

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# One command for everything, from a fresh clone (needs Python 3.11; npm for the offline plots page).
+#   bash run.sh          install pinned dependencies into .venv, then `dvc repro` (the whole study)
+#   bash run.sh test     install, then run the test suite
+#   bash run.sh setup    install only
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON=${PYTHON:-python3.11}
+
+setup() {
+  if [ ! -x .venv/bin/python ]; then
+    command -v "$PYTHON" >/dev/null || { echo "error: $PYTHON not found; install Python 3.11 or set PYTHON=/path/to/python3.11" >&2; exit 1; }
+    "$PYTHON" -m venv .venv
+  fi
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+  if [ -f package-lock.json ]; then
+    if command -v npm >/dev/null; then
+      npm ci --silent --no-audit --no-fund
+    else
+      echo "warning: npm not found: the offline plots page (vega from node_modules) is not installed" >&2
+    fi
+  fi
+}
+
+case "${1:-study}" in
+  setup) setup ;;
+  study) setup; .venv/bin/dvc repro ;;
+  test)  setup; .venv/bin/python -m pytest ;;
+  *) echo "error: unknown command '$1'; allowed: study (default), test, setup" >&2; exit 2 ;;
+esac
