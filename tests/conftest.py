@@ -20,7 +20,7 @@ def tiny_params() -> dict:
     p["data"].update(val_size=50, train_size=200, test_size=100)
     p["kmeans"].update(n_init=2)
     p["activations"].update(n_samples=60, pca_dims=8, batch_size=32, surface_images=2)
-    p["tsne"].update(perplexity=10, n_iter=100, knn_k=5, trust_samples=50)
+    p["tsne"].update(perplexity=10, early_exaggeration_iter=50, n_iter=100, knn_k=5, trust_samples=50)
     p["gradcam"].update(images_per_class=1, auc_steps=8)
     return p
 
@@ -33,3 +33,61 @@ def workdir(tmp_path, monkeypatch):
     write_splits(tmp_path)
     monkeypatch.chdir(tmp_path)
     return params
+
+
+@pytest.fixture(scope="session")
+def cifar_server(tmp_path_factory):
+    """Loopback HTTP server: a tiny official-format archive (30 train + 10 test per class) at
+    .archive_url with its .md5, plus error endpoints; see tests.cifar_archive.CifarServer."""
+    from tests.cifar_archive import CifarServer
+    with CifarServer(tmp_path_factory.mktemp("cifar_server")) as server:
+        yield server
+
+
+def dvc(repo: Path, *args: str, check: bool = True, timeout: int = 900):
+    """Run `dvc <args>` in repo with the venv's python first on PATH; returns CompletedProcess."""
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+           "DVC_NO_ANALYTICS": "1", "PYTHONPATH": ""}
+    r = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True,
+                       text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"dvc {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+def git(repo: Path, *args: str) -> str:
+    """Run git in repo (a throwaway identity) and return stdout."""
+    import subprocess
+    return subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.org", *args],
+                          cwd=repo, check=True, capture_output=True, text=True).stdout
+
+
+def copy_project(dest: Path) -> Path:
+    """Copy the project's own files (tracked + untracked-not-ignored, no outputs) into a new git repo."""
+    import shutil
+    files = git(REPO, "ls-files", "--cached", "--others", "--exclude-standard").splitlines()
+    for rel in files:
+        src = REPO / rel
+        if src.is_file() and not rel.startswith(("data/", "models/", "plots/", "node_modules/")):
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    git(dest, "init", "-q", "-b", "main")
+    return dest
+
+
+@pytest.fixture(scope="session")
+def pipeline_repo(tmp_path_factory, cifar_server):
+    """A temporary git repo of this project whose tiny-data `dvc repro` has run (all stages)."""
+    repo = copy_project(tmp_path_factory.mktemp("pipeline_repo"))
+    params = tiny_params()
+    params["data"].update(url=cifar_server.archive_url, md5=cifar_server.md5)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "tiny project")
+    dvc(repo, "repro")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "tiny run")
+    return repo

@@ -1,0 +1,86 @@
+"""fetch_data: get the CIFAR-10 python archive, verify its md5, parse it safely, split it.
+
+Reads params.yaml (seed, data.url, data.md5, data.val_size, data.train_size, data.test_size,
+data.timeout, data.retries) and the archive at data.url (https/http URL: downloaded to a temp
+dir; file:// URL or plain path: read in place).
+Writes data/train.npz, data/val.npz, data/test.npz (x uint8 (N, 32, 32, 3), y uint8 (N,)),
+data/classes.json (the 10 class names, index = label) and data/fetch.json (source url, md5,
+archive size, split sizes, per-class counts). The outputs appear together or not at all:
+old outputs are removed first and new ones are staged in a temp dir, then renamed into place.
+"""
+import os
+import shutil
+import signal
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from study import paths
+from study.cifar import fetch_archive, read_archive, split_indices
+from study.io import run_stage, write_json, write_npz
+from study.params import load
+
+SPLITS = ("train", "val", "test")
+OUTPUTS = {"train": paths.TRAIN, "val": paths.VAL, "test": paths.TEST,
+           "classes": paths.CLASSES, "info": paths.FETCH_INFO}  # info last: written when all is done
+
+
+def class_counts(y: np.ndarray, classes: list[str]) -> dict[str, int]:
+    """{class name: number of images} of a label vector."""
+    return dict(zip(classes, np.bincount(y, minlength=len(classes)).tolist()))
+
+
+def fetch_info(data: dict, archive_bytes: int, splits: dict, classes: list[str]) -> dict:
+    """The data/fetch.json record: source, md5, sizes and per-class counts of each split."""
+    return {"url": data["url"], "md5": data["md5"].lower(), "archive_bytes": archive_bytes,
+            "sizes": {s: int(len(splits[s][1])) for s in SPLITS},
+            "class_counts": {s: class_counts(splits[s][1], classes) for s in SPLITS}}
+
+
+@contextmanager
+def staged_outputs():
+    """Yield {key: temp path} in a hidden dir under data/; on success rename all onto OUTPUTS."""
+    paths.DATA.mkdir(parents=True, exist_ok=True)
+    stage_dir = Path(tempfile.mkdtemp(dir=paths.DATA, prefix=".fetch_data."))  # same filesystem
+    try:
+        yield {k: stage_dir / p.name for k, p in OUTPUTS.items()}
+        for k, p in OUTPUTS.items():
+            os.replace(stage_dir / p.name, p)
+    finally:
+        shutil.rmtree(stage_dir, ignore_errors=True)
+
+
+def main(params: dict) -> dict:
+    """Fetch, verify, parse and split the archive; write data/; return fetch.json's record."""
+    data = params["data"]
+    for p in OUTPUTS.values():  # a failed fetch must not leave old data that looks current
+        p.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(prefix="cifar-fetch-") as tmp:
+        archive = fetch_archive(data["url"], data["md5"], Path(tmp), data["timeout"], data["retries"])
+        size = archive.stat().st_size
+        parsed = read_archive(archive)
+    (x_tr, y_tr), (x_te, y_te), classes = parsed["train"], parsed["test"], parsed["classes"]
+    idx = split_indices(y_tr, y_te, data, params["seed"])
+    splits = {"train": (x_tr[idx["train"]], y_tr[idx["train"]]),
+              "val": (x_tr[idx["val"]], y_tr[idx["val"]]),
+              "test": (x_te[idx["test"]], y_te[idx["test"]])}
+    del parsed, x_tr, x_te  # (50000, 32, 32, 3) uint8 copies: free them before writing
+    info = fetch_info(data, size, splits, classes)
+    with staged_outputs() as out:
+        for s in SPLITS:
+            write_npz(out[s], x=splits[s][0], y=splits[s][1])
+        write_json(out["classes"], classes)
+        write_json(out["info"], info)
+    return info
+
+
+def _raise_exit(signum, _frame):
+    """SIGTERM -> SystemExit, so `finally` blocks remove temp files of an interrupted fetch."""
+    raise SystemExit(128 + signum)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _raise_exit)
+    run_stage(lambda: main(load()))
