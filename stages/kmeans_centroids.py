@@ -1,0 +1,68 @@
+"""kmeans_centroids: k-means (k = 10) on the baseline's 512-d `dense` features, matched to classes.
+
+Reads params.yaml (seed, batch_size, kmeans.n_init, kmeans.max_iter), models/baseline.keras,
+data/train.npz, data/classes.json.
+Writes models/kmeans_centroids.npz (centroids (10, 512) float32, row k = the cluster
+matched to class k by Hungarian assignment) and plots/kmeans_centroids/metrics.json
+(nmi, ari, purity, inertia, centroid_to_class_mean {mean, per_class}).
+"""
+import numpy as np
+
+from study import paths
+from study.data import class_names, load_split, preprocess
+from study.io import StageError, run_stage, write_json, write_npz
+from study.params import load
+
+BASELINE = "baseline"
+
+
+def check_labels(y: np.ndarray, k: int) -> None:
+    """Every class 0..k-1 must occur: class means and the matching need all k classes."""
+    missing = sorted(set(range(k)) - set(np.unique(y).tolist()))
+    if missing:
+        raise StageError(f"{paths.TRAIN}: classes {missing} have no training images; "
+                         f"k-means needs all {k} classes (raise data.train_size)")
+
+
+def dense_features(model, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """(N, 512) float32 `dense` activations of uint8 images, predicted batch by batch."""
+    from study.model import layer_outputs
+    features = layer_outputs(model, [paths.FEATURE_LAYER])
+    return np.concatenate([
+        np.asarray(features([preprocess(x[i:i + batch_size])], training=False))
+        for i in range(0, len(x), batch_size)]).astype(np.float32)
+
+
+def load_baseline():
+    """models/baseline.keras, or a one-line error saying which stage makes it."""
+    path = paths.model_file(BASELINE)
+    if not path.exists():
+        raise StageError(f"{path}: not found; run `dvc repro train_baseline` first")
+    import keras
+    model = keras.saving.load_model(path)
+    if paths.FEATURE_LAYER not in [layer.name for layer in model.layers]:
+        raise StageError(f"{path}: has no layer named {paths.FEATURE_LAYER!r}")
+    return model
+
+
+def main(params: dict) -> dict:
+    """Cluster the baseline's training features; write matched centroids and metrics."""
+    from study.clusters import cluster_metrics, fit_kmeans
+
+    x, y = load_split("train")
+    classes = class_names()
+    check_labels(y, len(classes))
+    model = load_baseline()
+    features = dense_features(model, x, params["batch_size"])        # (N, 512)
+    km = fit_kmeans(features, len(classes), params["kmeans"]["n_init"],
+                    params["kmeans"]["max_iter"], params["seed"])
+    centroids, metrics = cluster_metrics(features, y, km.labels_, km.cluster_centers_,
+                                         km.inertia_, classes)
+    write_npz(paths.CENTROIDS, centroids=centroids)
+    write_json(paths.KMEANS_DIR / "metrics.json", metrics)
+    print(f"kmeans: NMI {metrics['nmi']:.4f}, ARI {metrics['ari']:.4f}, purity {metrics['purity']:.4f}")
+    return metrics
+
+
+if __name__ == "__main__":
+    run_stage(lambda: main(load()))

@@ -1,0 +1,86 @@
+"""train_center_loss: the seed CNN, same builder and recipe as the baseline, with center loss.
+
+Loss = cross-entropy + lambda * intra + mu * inter on the `dense` features (study.losses);
+centres start at the matched k-means centroids and move by Wen et al.'s rule (rate alpha).
+center_loss.init = scratch: fresh weights from the same seed as the baseline (the fair
+comparison); baseline: fine-tune from models/baseline.keras.
+
+Reads params.yaml (top-level training keys, center_loss.*), data/{train,val,test}.npz,
+data/classes.json, models/kmeans_centroids.npz, models/baseline.keras (init = baseline).
+Writes models/center_loss.keras (the plain base CNN), models/center_loss_summary.txt,
+models/center_loss_centers.npy (final centres (10, 512) float32) and plots/train_center_loss/
+(DVCLive: per-epoch train/val loss, ce, intra, inter, accuracy, intra_dist, inter_dist and
+learning_rate under plots/metrics/, metrics.json with test.accuracy and test.loss,
+plots/sklearn/confusion_matrix.json).
+"""
+import numpy as np
+
+from study import paths
+from study.data import class_names, load_split
+from study.io import StageError, atomic_path, run_stage
+from study.params import load
+
+NAME = "center_loss"
+BASELINE = "baseline"
+
+
+def load_centroids(n_classes: int, dim: int) -> np.ndarray:
+    """The matched k-means centroids (n_classes, dim) float32, checked for shape and finiteness."""
+    if not paths.CENTROIDS.exists():
+        raise StageError(f"{paths.CENTROIDS}: not found; run `dvc repro kmeans_centroids` first")
+    with np.load(paths.CENTROIDS) as f:
+        if "centroids" not in f:
+            raise StageError(f"{paths.CENTROIDS}: no array 'centroids'; rerun kmeans_centroids")
+        c = f["centroids"].astype(np.float32)
+    if c.shape != (n_classes, dim) or not np.isfinite(c).all():
+        raise StageError(f"{paths.CENTROIDS}: centroids have shape {c.shape} (or non-finite values); "
+                         f"expected finite ({n_classes}, {dim}); rerun kmeans_centroids")
+    return c
+
+
+def init_weights(model, init: str) -> None:
+    """init = baseline: copy models/baseline.keras's weights into `model`; scratch: keep fresh ones."""
+    if init != BASELINE:
+        return
+    import keras
+    path = paths.model_file(BASELINE)
+    if not path.exists():
+        raise StageError(f"{path}: not found; center_loss.init = baseline needs "
+                         f"`dvc repro train_baseline` first (or center_loss.init = scratch)")
+    trained = keras.saving.load_model(path)
+    if [w.shape for w in trained.weights] != [w.shape for w in model.weights]:
+        raise StageError(f"{path}: its layers do not match this model (batch_norm = "
+                         f"{'batch_normalization' in [l.name for l in model.layers]}?); "
+                         f"retrain the baseline with the same batch_norm")
+    model.set_weights(trained.get_weights())
+
+
+def save_centers(centers: np.ndarray) -> None:
+    """models/center_loss_centers.npy, atomically."""
+    with atomic_path(paths.CENTERS) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, np.asarray(centers, np.float32))
+
+
+def main(params: dict) -> dict:
+    """Train the center-loss model, save it (plain CNN) and its centres; return test metrics."""
+    from study.losses import CenterLossTrainer
+    from study.model import FEATURE_DIM, build_model
+    from study.train import set_seed, train_and_evaluate
+
+    cl = params["center_loss"]
+    splits = {s: load_split(s) for s in ("train", "val", "test")}
+    classes = class_names()
+    centroids = load_centroids(len(classes), FEATURE_DIM)
+    set_seed(params["seed"])  # same seed, same builder: scratch starts from the baseline's init
+    model = build_model(params["batch_norm"])
+    init_weights(model, cl["init"])
+    trainer = CenterLossTrainer(model, centroids, cl["variant"], cl["lambda"], cl["mu"], cl["alpha"])
+    test = train_and_evaluate(NAME, model, params, splits, classes, paths.model_file(NAME),
+                              paths.summary_file(NAME), paths.train_dir(NAME), trainer=trainer)
+    save_centers(np.asarray(trainer.centers))
+    return test
+
+
+if __name__ == "__main__":
+    run_stage(lambda: main(load()))
