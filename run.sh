@@ -16,6 +16,7 @@ setup() {
   if [ -f package-lock.json ]; then
     if command -v npm >/dev/null; then
       npm ci --silent --no-audit --no-fund
+      .venv/bin/python -m study.plots_page  # offline template for `dvc plots show` (vega from node_modules)
     else
       echo "warning: npm not found: the offline plots page (vega from node_modules) is not installed" >&2
     fi

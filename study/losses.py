@@ -135,7 +135,7 @@ class CenterLossTrainer(keras.Model):
 
     def call(self, x, training=False):
         """Class probabilities of the base model."""
-        return self.net([x], training=training)[1]
+        return self.net(x, training=training)[1]
 
     def _terms(self, f, probs, y, c):
         """All loss terms and logged quantities of one batch, as scalars."""
@@ -158,7 +158,7 @@ class CenterLossTrainer(keras.Model):
         with tf.GradientTape(persistent=True) as tape:
             c = tf.identity(self.centers.value)  # a tensor snapshot (K, D) the tape can watch
             tape.watch(c)  # centres are not trainable; watched only for d inter / d c
-            f, probs = self.net([x], training=True)  # [x]: layer_outputs' inputs are a list
+            f, probs = self.net(x, training=True)
             terms = self._terms(f, probs, y, c)
         variables = self.trainable_variables
         grads = tape.gradient(terms["loss"], variables)
@@ -172,5 +172,5 @@ class CenterLossTrainer(keras.Model):
         """The same terms on a validation batch, no updates."""
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         y = ops.cast(y, "int32")
-        f, probs = self.net([x], training=False)
+        f, probs = self.net(x, training=False)
         return self._log(self._terms(f, probs, y, self.centers.value), y, probs)

@@ -49,8 +49,22 @@ def _numbered(base: str, i: int) -> str:
 
 
 def layer_outputs(model: keras.Model, names) -> keras.Model:
-    """A model from the same input to the named layers' outputs (no copy of weights)."""
-    return keras.Model(model.inputs, [model.get_layer(n).output for n in names])
+    """A model from one image input to the named layers' outputs, sharing `model`'s weights.
+
+    The graph is rebuilt through the model's own layers: a *loaded* Sequential's layers
+    carry several graph nodes, and mixing their `layer.output`s would give outputs from
+    different copies of the graph (repeated work, and no gradient between them).
+    """
+    missing = [n for n in names if n not in {layer.name for layer in model.layers}]
+    if missing:
+        raise ValueError(f"model {model.name!r} has no layer {missing[0]!r}")
+    image = keras.Input(shape=model.input_shape[1:], name="image")
+    h, outputs = image, {}
+    for layer in model.layers:
+        h = outputs[layer.name] = layer(h)
+        if all(n in outputs for n in names):
+            break
+    return keras.Model(image, [outputs[n] for n in names])
 
 
 def summary_text(model: keras.Model) -> str:

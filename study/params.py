@@ -109,6 +109,7 @@ SCHEMA = {
     "activations.batch_size": _int(1),
     "activations.surface_images": _int(1, 16),
     "tsne.perplexity": _float(1, 500),
+    "tsne.early_exaggeration_iter": _int(0, 10_000),
     "tsne.n_iter": _int(50),
     "tsne.knn_k": _int(1, 100),
     "tsne.trust_samples": _int(20, 10_000),
@@ -151,6 +152,12 @@ def validate(params: dict) -> dict:
     if params["activations"]["n_samples"] > n_test:
         raise ParamsError(f"{PARAMS_FILE}: activations.n_samples = {params['activations']['n_samples']} "
                           f"is not allowed; allowed: <= the test split size ({n_test})")
+    a = params["activations"]
+    for key, limit, what in (("pca_dims", a["n_samples"], "activations.n_samples"),
+                             ("pca_dims", a["batch_size"], "activations.batch_size")):
+        if a[key] > limit:  # IncrementalPCA needs >= n_components rows in total and per batch
+            raise ParamsError(f"{PARAMS_FILE}: activations.{key} = {a[key]} is not allowed; "
+                              f"allowed: <= {what} ({limit})")
     return params
 
 

@@ -15,6 +15,15 @@ FETCH_INFO = DATA / "fetch.json"    # source, md5, split sizes
 MODEL_NAMES = ("baseline", "center_loss")
 
 
+def model_name_arg(argv: list[str]) -> str:
+    """The one CLI argument of a foreach stage (`python -m stages.<stage> baseline`), checked."""
+    from study.io import StageError
+    if len(argv) != 1 or argv[0] not in MODEL_NAMES:
+        raise StageError(f"model name argument {' '.join(argv) or '(none)'!r} is not allowed; "
+                         f"allowed: exactly one of {', '.join(MODEL_NAMES)}")
+    return argv[0]
+
+
 def model_file(name: str) -> Path:
     """models/<name>.keras for 'baseline' or 'center_loss'."""
     return MODELS / f"{name}.keras"
@@ -43,6 +52,26 @@ def activations_file(name: str) -> Path:
 def tsne_dir(name: str) -> Path:
     """plots/tsne/<name>/: 2D points, 3D images, surfaces and metrics of one model."""
     return PLOTS / "tsne" / name
+
+
+def tsne_points(name: str, layer: str) -> Path:
+    """plots/tsne/<name>/2d/<layer>.tsv: 2D t-SNE points, columns x, y, class (class name)."""
+    return tsne_dir(name) / "2d" / f"{layer}.tsv"
+
+
+def tsne_image_3d(name: str, layer: str) -> Path:
+    """plots/tsne/<name>/3d/<layer>.png: 3D t-SNE scatter from a few viewing angles."""
+    return tsne_dir(name) / "3d" / f"{layer}.png"
+
+
+def tsne_metrics(name: str) -> Path:
+    """plots/tsne/<name>/metrics.json: per-layer kNN accuracy, trustworthiness, silhouette."""
+    return tsne_dir(name) / "metrics.json"
+
+
+def tsne_surface(name: str, layer: str) -> Path:
+    """plots/tsne/<name>/surface/<layer>.png: channel-mean maps of a conv layer as 3D surfaces."""
+    return tsne_dir(name) / "surface" / f"{layer}.png"
 
 
 def gradcam_dir(name: str) -> Path:

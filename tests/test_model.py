@@ -35,3 +35,19 @@ def test_layer_outputs_and_summary_text():
     outs = layer_outputs(m, ["conv2d", "dense"]).output_shape
     assert [tuple(o) for o in outs] == [(None, 32, 32, 64), (None, 512)]
     assert "693,834" in summary_text(m)
+
+
+def test_layer_outputs_of_a_loaded_model_connect_and_match(tmp_path):
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    m = build_model()
+    keras.saving.save_model(m, tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    x = np.random.default_rng(0).random((4, 32, 32, 3), dtype=np.float32)
+    conv, dense = layer_outputs(loaded, ["conv2d_4", "dense"])(x)
+    assert np.allclose(dense, layer_outputs(m, ["dense"])(x), atol=1e-6)
+    with tf.GradientTape() as tape:
+        conv, dense = layer_outputs(loaded, ["conv2d_4", "dense"])(tf.constant(x))
+        total = tf.reduce_sum(dense)
+    assert tape.gradient(total, conv) is not None  # dense depends on this very conv tensor

@@ -1,0 +1,69 @@
+"""gradcam@<name>: Grad-CAM heat maps per class on conv2d_4 and their faithfulness.
+
+Usage: python -m stages.gradcam {baseline|center_loss}
+Reads params.yaml (seed, gradcam.*), models/<name>.keras, data/test.npz, data/classes.json.
+Writes plots/gradcam/<name>/grid.png (a row per class, gradcam.images_per_class test
+images each: original, predicted-class overlay, true-class overlay; misclassified
+titles in red) and plots/gradcam/<name>/metrics.json (deletion/insertion AUC of the
+predicted-class maps and of a seeded random ranking, averaged over the grid's images).
+"""
+import sys
+
+import numpy as np
+
+from study import paths
+from study.data import class_names, load_split, preprocess
+from study.io import StageError, run_stage, save_figure, write_json
+from study.params import load
+
+def parse_name(argv: list[str]) -> str:
+    """The one CLI argument, a model name; anything else is a one-line StageError."""
+    return paths.model_name_arg(argv)
+
+
+def load_model(name: str):
+    """The trained keras model of `name`; a missing file is a StageError saying what to run."""
+    import keras
+    path = paths.model_file(name)
+    if not path.exists():
+        raise StageError(f"{path}: not found; run `dvc repro train_{name}` first")
+    return keras.saving.load_model(path, compile=False)
+
+
+def main(params: dict, name: str) -> dict:
+    """Draw the grid and write the faithfulness metrics of one model; return the metrics."""
+    from study.cam import grad_cam, pick_images
+    from study.cam_plots import grid_figure
+    from study.faithfulness import faithfulness
+
+    cfg, seed = params["gradcam"], params["seed"]
+    x, y = load_split("test")
+    classes = class_names()
+    idx = pick_images(y, cfg["images_per_class"], seed, len(classes))  # (10, k)
+    model = load_model(name)
+    images = preprocess(x[idx.ravel()])                                # (10k, 32, 32, 3)
+    labels = y[idx.ravel()].astype(int)
+    predict = lambda batch: model(batch, training=False).numpy()       # noqa: E731 (M, 10) probs
+    pred = predict(images).argmax(1)
+    heat_pred, heat_true = grad_cam(model, images, pred), grad_cam(model, images, labels)
+    shape, hw = idx.shape, heat_pred.shape[1:]                         # (10, k), (32, 32)
+    fig = grid_figure(x[idx], heat_pred.reshape(*shape, *hw), heat_true.reshape(*shape, *hw),
+                      labels.reshape(shape), pred.reshape(shape), classes,
+                      title=f"{name}: Grad-CAM on conv2d_4 (image | predicted | true class)")
+    out = paths.gradcam_dir(name)
+    save_figure(fig, out / "grid.png")
+    metrics = faithfulness(predict, images, heat_pred, pred, cfg["auc_steps"], seed)
+    write_json(out / "metrics.json", metrics)
+    print(f"{name}: deletion AUC {metrics['deletion_auc']:.3f} (random {metrics['random_deletion_auc']:.3f}), "
+          f"insertion AUC {metrics['insertion_auc']:.3f} (random {metrics['random_insertion_auc']:.3f})")
+    return metrics
+
+
+def cli(argv: list[str]) -> dict:
+    """Check the model name, then params, then run main."""
+    name = parse_name(argv)
+    return main(load(), name)
+
+
+if __name__ == "__main__":
+    run_stage(cli, sys.argv[1:])

@@ -1,0 +1,88 @@
+"""tsne@<name>: openTSNE embeddings (2D and 3D) of the four analysed layers, with separation metrics.
+
+Run as `python -m stages.tsne <name>` with <name> baseline or center_loss.
+Reads params.yaml (seed, tsne.*), data/activations/<name>.npz, data/classes.json.
+Writes under plots/tsne/<name>/:
+  2d/<layer>.tsv       2D t-SNE points, columns x, y, class (class name); `dvc plots show`
+                       draws it as a scatter coloured by class (template .dvc/plots/tsne_scatter.json)
+  3d/<layer>.png       3D t-SNE scatter from a few viewing angles, class legend
+  surface/<layer>.png  conv layers only: channel-mean maps of a few test images as 3D surfaces
+  metrics.json         {"<layer>": {"knn_accuracy_2d", "knn_accuracy_3d", "knn_accuracy_features",
+                        "trustworthiness_2d", "silhouette_2d", "silhouette_features"}}
+"""
+import sys
+
+import numpy as np
+
+from study import paths
+from study.data import class_names
+from study.io import StageError, run_stage, save_figure, write_json, write_text
+from study.params import load
+
+
+def points_tsv(emb2: np.ndarray, y: np.ndarray, classes: list[str]) -> str:
+    """TSV text with header x, y, class: one row per point of a (n, 2) embedding, class by name."""
+    rows = [f"{a:.5g}\t{b:.5g}\t{classes[k]}" for (a, b), k in zip(emb2, y)]
+    return "x\ty\tclass\n" + "\n".join(rows) + "\n"
+
+
+def load_activations(name: str) -> dict[str, np.ndarray]:
+    """The arrays extract_activations wrote for this model; fails naming the file if missing or stale."""
+    path = paths.activations_file(name)
+    if not path.exists():
+        raise StageError(f"{path}: not found; run `dvc repro extract_activations@{name}` first")
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    missing = [k for k in (*paths.ANALYSED_LAYERS, "y", "index") if k not in arrays]
+    if missing:
+        raise StageError(f"{path}: lacks {', '.join(missing)}; rerun `dvc repro extract_activations@{name}`")
+    return arrays
+
+
+def check_knn_k(k: int, n: int) -> None:
+    """kNN needs k neighbours inside each training fold (4/5 of n points)."""
+    if k > n // 2:
+        raise StageError(f"tsne.knn_k = {k} is not allowed; allowed: <= {n // 2} "
+                         f"(half of the {n} points in data/activations)")
+
+
+def embed_layer(name: str, layer: str, feats, y, classes, t: dict, seed: int) -> dict[str, float]:
+    """Embed one layer in 2D and 3D, write its tsv and images, return its metrics."""
+    from study.embedding import layer_metrics, tsne
+    from study.tsne_plots import scatter_3d
+
+    emb2, emb3 = (tsne(feats, d, t["perplexity"], t["n_iter"], seed, t["early_exaggeration_iter"])
+                  for d in (2, 3))
+    write_text(paths.tsne_points(name, layer), points_tsv(emb2, y, classes))
+    save_figure(scatter_3d(emb3, y, classes, f"{name}: 3D t-SNE of layer {layer} ({len(y)} test images)"),
+                paths.tsne_image_3d(name, layer))
+    return layer_metrics(feats, emb2, emb3, y, t["knn_k"], t["trust_samples"], seed)
+
+
+def draw_surfaces(name: str, layer: str, arrays: dict, classes: list[str]) -> None:
+    """Save a conv layer's kept channel-mean maps (m, H, W) as 3D surfaces, titled by class and test index."""
+    from study.tsne_plots import surfaces
+    maps = arrays[f"surface_{layer}"]
+    m = len(maps)  # the surface images are the first m sampled images
+    labels = [f"{classes[k]} (test image {i})" for k, i in zip(arrays["y"][:m], arrays["index"][:m])]
+    save_figure(surfaces(maps, labels, f"{name}: channel-mean output of {layer}"), paths.tsne_surface(name, layer))
+
+
+def main(params: dict, name: str) -> dict:
+    """Embed all four layers of one model; write points, images and metrics; return the metrics."""
+    t, seed = params["tsne"], params["seed"]
+    arrays, classes = load_activations(name), class_names()
+    y = arrays["y"].astype(np.int64)
+    check_knn_k(t["knn_k"], len(y))
+    metrics = {}
+    for layer in paths.ANALYSED_LAYERS:
+        metrics[layer] = embed_layer(name, layer, arrays[layer], y, classes, t, seed)
+        print(f"{name} {layer}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics[layer].items()))
+        if f"surface_{layer}" in arrays:  # conv layers only
+            draw_surfaces(name, layer, arrays, classes)
+    write_json(paths.tsne_metrics(name), metrics)
+    return metrics
+
+
+if __name__ == "__main__":
+    run_stage(lambda: main(load(), paths.model_name_arg(sys.argv[1:])))

@@ -1,0 +1,67 @@
+"""study.embedding: openTSNE embeddings are finite and seeded; metrics are right on known cases."""
+import numpy as np
+import pytest
+from sklearn.datasets import make_blobs
+
+from study.embedding import knn_accuracy, layer_metrics, silhouette, trustworthiness, tsne
+
+N_ITER, EE_ITER, PERPLEXITY = 100, 50, 15
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    """200 points in 20 dims, 10 well-separated Gaussian classes (labels 0..9, 20 each)."""
+    x, y = make_blobs(n_samples=[20] * 10, n_features=20, cluster_std=1.0, center_box=(-40, 40), random_state=0)
+    return x.astype(np.float32), y
+
+
+@pytest.fixture(scope="module")
+def embeddings(blobs):
+    """{(n_components, seed): embedding} of the blobs."""
+    x, _ = blobs
+    return {(d, s): tsne(x, d, PERPLEXITY, N_ITER, s, EE_ITER) for d in (2, 3) for s in (0, 0, 1)}
+
+
+def test_embeddings_have_shape_are_finite_and_seeded(blobs, embeddings):
+    x, _ = blobs
+    for d in (2, 3):
+        e0 = embeddings[(d, 0)]
+        assert e0.shape == (len(x), d) and e0.dtype == np.float32 and np.isfinite(e0).all()
+        assert np.array_equal(e0, tsne(x, d, PERPLEXITY, N_ITER, 0, EE_ITER))   # same seed, same result
+        assert np.abs(e0 - embeddings[(d, 1)]).max() > 1e-3                  # different seed, different
+
+
+def test_separated_blobs_score_near_one(blobs, embeddings):
+    x, y = blobs
+    m = layer_metrics(x, embeddings[(2, 0)], embeddings[(3, 0)], y, k=5, trust_samples=100, seed=0)
+    assert m["knn_accuracy_2d"] > 0.95 and m["knn_accuracy_3d"] > 0.95 and m["knn_accuracy_features"] > 0.95
+    assert m["trustworthiness_2d"] > 0.95
+    assert m["silhouette_2d"] > 0.5 and m["silhouette_features"] > 0.5
+    assert set(m) == {"knn_accuracy_2d", "knn_accuracy_3d", "knn_accuracy_features",
+                      "trustworthiness_2d", "silhouette_2d", "silhouette_features"}
+
+
+def test_metrics_fall_to_chance_without_structure(blobs):
+    x, y = blobs
+    rng = np.random.default_rng(0)
+    shuffled = rng.permutation(y)                          # labels unrelated to position
+    assert knn_accuracy(x, shuffled, 5, seed=0) < 0.3      # chance is 0.1
+    assert silhouette(x, shuffled) < 0.05
+    noise = rng.normal(size=(len(x), 2))                   # an embedding that ignores x
+    assert trustworthiness(x, noise, y, 5, 100, seed=0) < 0.7
+
+
+def test_knn_accuracy_handles_classes_smaller_than_five_folds():
+    # 3 points per class: 5-fold stratified CV is impossible, so 3 folds are used
+    x = np.repeat(np.arange(4, dtype=float)[:, None] * 10, 3, axis=0) + np.tile([[0.0], [0.1], [0.2]], (4, 1))
+    y = np.repeat(np.arange(4), 3)
+    assert knn_accuracy(x, y, 1, seed=0) == 1.0
+    y_mixed = np.tile(np.arange(3), 4)     # every cluster holds one point of classes 0, 1, 2
+    assert knn_accuracy(x, y_mixed, 1, seed=0) == 0.0
+
+
+def test_trustworthiness_uses_a_seeded_subsample(blobs, embeddings):
+    x, y = blobs
+    e = embeddings[(2, 0)]
+    a, b = trustworthiness(x, e, y, 5, 60, seed=0), trustworthiness(x, e, y, 5, 60, seed=0)
+    assert a == b and 0.9 < a <= 1.0

@@ -1,0 +1,109 @@
+"""End to end: the real pipeline (`dvc repro`, `dvc exp run`, `dvc status`, `dvc plots`) in a temp git repo.
+
+The session fixture `pipeline_repo` (tests/conftest.py) copies the project, points data.url at
+a tiny official-format archive on a loopback server and runs `dvc repro` once on tiny settings.
+"""
+import json
+
+import pytest
+import yaml
+
+from tests.conftest import dvc, git
+
+pytestmark = pytest.mark.slow
+
+STAGES = ["fetch_data", "train_baseline", "kmeans_centroids", "train_center_loss",
+          "extract_activations@baseline", "extract_activations@center_loss",
+          "tsne@baseline", "tsne@center_loss", "gradcam@baseline", "gradcam@center_loss", "compare"]
+
+
+def _stale_stages(repo, key, value):
+    """Set a param in params.yaml, return the stages `dvc status` calls changed, restore params."""
+    path = repo / "params.yaml"
+    original = path.read_text()
+    params = yaml.safe_load(original)
+    section, name = key.split(".")
+    params[section][name] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        return set(json.loads(dvc(repo, "status", "--json").stdout))
+    finally:
+        path.write_text(original)
+
+
+def _experiments(repo):
+    """{experiment name: metrics dict of every metrics file} from `dvc exp show --json`."""
+    out = {}
+    for row in json.loads(dvc(repo, "exp", "show", "--json").stdout):
+        for exp in row.get("experiments") or []:
+            for rev in exp["revs"]:
+                metrics = (rev.get("data") or {}).get("metrics") or {}
+                out[rev.get("name") or rev["rev"]] = {f: m["data"] for f, m in metrics.items()}
+    return out
+
+
+def test_repro_runs_every_stage_on_the_tiny_archive(pipeline_repo):
+    lock = yaml.safe_load((pipeline_repo / "dvc.lock").read_text())
+    assert sorted(lock["stages"]) == sorted(STAGES)
+    info = json.loads((pipeline_repo / "data/fetch.json").read_text())
+    assert info["sizes"] == {"train": 200, "val": 50, "test": 100}
+    metrics = json.loads(dvc(pipeline_repo, "metrics", "show", "--json").stdout)
+    files = next(iter(metrics.values()))["data"]
+    for name in ("baseline", "center_loss"):
+        test = files[f"plots/train_{name}/metrics.json"]["data"]["test"]
+        assert 0.0 <= test["accuracy"] <= 1.0 and test["loss"] > 0
+
+
+def test_second_repro_does_nothing(pipeline_repo):
+    r = dvc(pipeline_repo, "repro")
+    assert "Data and pipelines are up to date." in r.stdout
+    assert json.loads(dvc(pipeline_repo, "status", "--json").stdout) == {}
+
+
+def test_rerun_scope_of_tsne_and_gradcam_params(pipeline_repo):
+    assert _stale_stages(pipeline_repo, "tsne.perplexity", 12) == {"tsne@baseline", "tsne@center_loss", "compare"}
+    assert _stale_stages(pipeline_repo, "gradcam.images_per_class", 2) == {
+        "gradcam@baseline", "gradcam@center_loss", "compare"}
+    assert json.loads(dvc(pipeline_repo, "status", "--json").stdout) == {}
+
+
+def test_experiment_with_sgd_reports_test_accuracy(pipeline_repo):
+    dvc(pipeline_repo, "exp", "run", "--temp", "-n", "sgd", "-S", "optimizer=sgd")
+    exps = _experiments(pipeline_repo)
+    assert "sgd" in exps
+    assert 0.0 <= exps["sgd"]["plots/train_baseline/metrics.json"]["test"]["accuracy"] <= 1.0
+    assert json.loads(dvc(pipeline_repo, "status", "--json").stdout) == {}  # workspace untouched
+
+
+def test_unknown_optimizer_fails_fast_naming_the_key(pipeline_repo):
+    r = dvc(pipeline_repo, "exp", "run", "-S", "optimizer=adagrad", check=False, timeout=300)
+    try:
+        assert r.returncode != 0
+        assert "optimizer = 'adagrad' is not allowed; allowed: adam, sgd, rmsprop" in r.stdout + r.stderr
+        assert "Epoch 1" not in r.stdout + r.stderr
+    finally:
+        git(pipeline_repo, "checkout", "--", "params.yaml")
+    assert json.loads(dvc(pipeline_repo, "status", "--json").stdout) == {}
+
+
+def test_center_loss_variants_as_experiments_and_plots_diff(pipeline_repo):
+    for variant in ("island", "contrastive"):
+        dvc(pipeline_repo, "exp", "run", "--temp", "-n", variant, "-S", f"center_loss.variant={variant}")
+    exps = _experiments(pipeline_repo)
+    for variant in ("island", "contrastive"):
+        assert "test" in exps[variant]["plots/train_center_loss/metrics.json"]
+    diff = json.loads(dvc(pipeline_repo, "plots", "diff", "island", "contrastive", "--json").stdout)
+    revs = {d.get("rev") for plot in diff.values() for d in plot if isinstance(d, dict)}
+    assert {"island", "contrastive"} <= revs
+
+
+def test_plots_show_lists_curves_embeddings_heatmaps_and_confusion(pipeline_repo):
+    shown = json.loads(dvc(pipeline_repo, "plots", "show", "--json").stdout)
+    ids = "\n".join(shown)
+    for name in ("baseline", "center_loss"):
+        for layer in ("conv2d", "conv2d_4", "dense", "dense_1"):
+            assert f"plots/tsne/{name}/2d/{layer}.tsv" in ids
+            assert f"plots/tsne/{name}/3d/{layer}.png" in ids
+        assert f"plots/gradcam/{name}/grid.png" in ids
+        assert f"plots/train_{name}/plots/sklearn/confusion_matrix.json" in ids
+    assert {"accuracy", "loss", "learning_rate"} <= set(shown)

@@ -1,0 +1,224 @@
+"""The offline `dvc plots show` page, opened in headless Chromium: every plot renders, no error.
+
+Needs /usr/bin/chromium (Debian's `chromium`; .ci/run installs it) and node_modules/ from
+`npm ci`; installs nothing itself and skips with the reason when either is absent.
+The page comes from the lead's `pipeline_repo` fixture (a tiny real `dvc repro`) when
+conftest.py provides it, else from a fake repo holding this repository's top-level
+`plots:` definitions and small well-formed files at every path they list.
+"""
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from study import paths, plots_page
+from tests.conftest import REPO
+
+CHROMIUM = Path("/usr/bin/chromium")
+NODE_MODULES = REPO / "node_modules"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+VIRTUAL_TIME_MS = "20000"   # virtual time for vegaEmbed's promises to settle
+IMAGE_EXT = (".png", ".jpg", ".jpeg", ".gif", ".svg")
+
+pytestmark = [
+    pytest.mark.skipif(not CHROMIUM.exists(),
+                       reason=f"{CHROMIUM} not found (apt-get install -y chromium; .ci/run does)"),
+    pytest.mark.skipif(not (NODE_MODULES / "vega").exists(),
+                       reason=f"{NODE_MODULES}/vega not found (run `npm ci` in the repository root)"),
+]
+
+
+def small_png(path: Path, seed: int) -> None:
+    """A 24 x 32 random RGB PNG."""
+    import matplotlib.pyplot as plt
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plt.imsave(path, np.random.default_rng(seed).random((24, 32, 3)))
+
+
+def write_fake_outputs(root: Path) -> None:
+    """The plot files the pipeline writes, small but in the agreed formats, for both models."""
+    from tests.test_compare import write_training
+    rng = np.random.default_rng(0)
+    classes = json.loads((root / "classes.json").read_text()) if (root / "classes.json").exists() else None
+    for i, name in enumerate(paths.MODEL_NAMES):
+        write_training(name, 0.5 + 0.1 * i)
+        for j, layer in enumerate(paths.ANALYSED_LAYERS):
+            tsv = paths.tsne_points(name, layer)
+            tsv.parent.mkdir(parents=True, exist_ok=True)
+            pts = rng.normal(size=(30, 2))
+            names = classes or [f"class{k}" for k in range(10)]
+            tsv.write_text("x\ty\tclass\n" + "".join(f"{a:.3f}\t{b:.3f}\t{names[k % 10]}\n"
+                                                    for k, (a, b) in enumerate(pts)))
+            small_png(paths.tsne_image_3d(name, layer), 10 * i + j)
+            if layer.startswith("conv"):
+                small_png(paths.tsne_surface(name, layer), 20 + 10 * i + j)
+        small_png(paths.gradcam_dir(name) / "grid.png", 40 + i)
+    small_png(paths.COMPARE_DIR / "curves.png", 50)
+    small_png(paths.COMPARE_DIR / "confusion_matrices.png", 51)
+
+
+def fake_repo(root: Path, monkeypatch) -> Path:
+    """A DVC repo (no SCM) with this repository's plot definitions and templates and fake files."""
+    root.mkdir()
+    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=root, check=True, env=dvc_env())
+    shutil.copytree(REPO / ".dvc" / "plots", root / ".dvc" / "plots", dirs_exist_ok=True)
+    plots = yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"plots": plots}, sort_keys=False))
+    monkeypatch.chdir(root)
+    write_fake_outputs(root)
+    return root
+
+
+def dvc_env() -> dict:
+    """Environment for the dvc CLI of the venv, without analytics."""
+    import os
+    env = dict(os.environ, DVC_NO_ANALYTICS="1")
+    env["PATH"] = f"{REPO / '.venv' / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"
+    return env
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> Path:
+    """The offline template built from node_modules, in a temp file."""
+    path = tmp_path_factory.mktemp("template") / "offline.html"
+    path.write_text(plots_page.build(NODE_MODULES), encoding="utf8")
+    return path
+
+
+@pytest.fixture
+def repo(request, tmp_path, monkeypatch) -> Path:
+    """The lead's pipeline_repo if conftest provides it, else a fake repo."""
+    try:
+        return Path(request.getfixturevalue("pipeline_repo"))
+    except pytest.FixtureLookupError:
+        return fake_repo(tmp_path / "repo", monkeypatch)
+
+
+def plots_show(repo: Path, template: Path, out: Path) -> Path:
+    """Run `dvc plots show --html-template` in repo; return the page."""
+    r = subprocess.run(["dvc", "plots", "show", "--html-template", str(template), "-o", str(out)],
+                       cwd=repo, capture_output=True, text=True, env=dvc_env())
+    assert r.returncode == 0, r.stderr
+    return out / "index.html"
+
+
+def chromium(args: list[str], user_dir: Path) -> str:
+    """Run headless Chromium with the isolation flags; return stdout."""
+    r = subprocess.run([str(CHROMIUM), *FLAGS, f"--user-data-dir={user_dir}", *args],
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout
+
+
+class RenderedPlots(HTMLParser):
+    """Collects, per element id in `ids`, whether a <canvas> or <svg> was drawn inside it."""
+
+    def __init__(self, ids):
+        super().__init__()
+        self.ids, self.open, self.drawn, self.errors = set(ids), [], set(), None
+        self.in_errors, self.images = False, 0
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if a.get("id") in self.ids:
+            self.open.append([a["id"], 0])
+        elif self.open and tag == "div":
+            self.open[-1][1] += 1
+        if tag == "img":
+            self.images += 1
+        if tag in ("canvas", "svg") and self.open:
+            self.drawn.add(self.open[-1][0])
+        if a.get("id") == "plot-errors":
+            self.in_errors, self.errors = True, ""
+
+    def handle_endtag(self, tag):
+        if tag == "pre":
+            self.in_errors = False
+        if tag == "div" and self.open:
+            if self.open[-1][1]:
+                self.open[-1][1] -= 1
+            else:
+                self.open.pop()
+
+    def handle_data(self, data):
+        if self.in_errors:
+            self.errors += data
+
+
+def expected_counts(repo: Path) -> tuple[int, int]:
+    """(vega plots, images) that dvc.yaml's top-level plots define for the files in repo."""
+    vega = images = 0
+    for entry in yaml.safe_load((repo / "dvc.yaml").read_text())["plots"]:
+        key = entry if isinstance(entry, str) else next(iter(entry))
+        target = repo / key
+        files = sorted(p for p in target.rglob("*") if p.is_file()) if target.is_dir() else [target]
+        n_img = sum(f.suffix in IMAGE_EXT for f in files)
+        images += n_img
+        vega += len(files) - n_img if target.exists() else 1   # a named plot with y: {file: field}
+    return vega, images
+
+
+def render(page: Path, tmp_path: Path) -> tuple[list[str], RenderedPlots, int]:
+    """Open the page in Chromium; return (vega div ids, parsed DOM, number of <img>)."""
+    html = page.read_text()
+    ids = re.findall(r"vegaEmbed\('#([^']+)'", html)
+    dom = chromium([f"--virtual-time-budget={VIRTUAL_TIME_MS}", "--dump-dom", page.as_uri()],
+                   tmp_path / "chrome-profile")
+    parsed = RenderedPlots(ids)
+    parsed.feed(dom)
+    return ids, parsed, parsed.images   # count parsed tags: the inlined JS holds "<img" text
+
+
+def test_template_inlines_dvc_renders_library_versions(template):
+    text = template.read_text()
+    versions = plots_page.dvc_render_versions()
+    assert versions == {"vega": "5.20.2", "vega-lite": "5.2.0", "vega-embed": "6.18.2"}
+    package = json.loads((REPO / "package.json").read_text())["dependencies"]
+    assert package == versions                              # package.json pins exactly these
+    for name, version in versions.items():
+        assert f"/* {name}@{version} */" in text
+    assert "cdn.jsdelivr" not in text and "{scripts}" not in text and "{plot_divs}" in text
+
+
+def test_template_refuses_wrong_versions(tmp_path):
+    fake = tmp_path / "node_modules" / "vega"
+    fake.mkdir(parents=True)
+    (fake / "package.json").write_text('{"version": "5.30.0"}')
+    with pytest.raises(Exception, match=r"vega: version 5.30.0, dvc-render uses 5.20.2; run `npm ci`"):
+        plots_page.build(tmp_path / "node_modules")
+
+
+@pytest.mark.slow
+def test_every_plot_renders_offline_without_errors(repo, template, tmp_path):
+    page = plots_show(repo, template, tmp_path / "page")
+    html = page.read_text()
+    assert "cdn.jsdelivr" not in html                       # nothing to fetch from the network
+    ids, parsed, n_img = render(page, tmp_path)
+    n_vega, n_images = expected_counts(repo)
+    assert len(ids) == n_vega and n_img == n_images, (ids, n_img)
+    assert parsed.drawn == set(ids), f"not drawn: {sorted(set(ids) - parsed.drawn)}"
+    assert parsed.errors == "", parsed.errors
+    shot = tmp_path / "page.png"
+    chromium([f"--virtual-time-budget={VIRTUAL_TIME_MS}", "--window-size=1400,2400",
+              f"--screenshot={shot}", page.as_uri()], tmp_path / "chrome-profile")
+    assert shot.stat().st_size > 20_000
+    shutil.copy(shot, REPO / ".pytest_cache" / "plots_page.png")   # to look at after a run
+
+
+@pytest.mark.slow
+def test_a_missing_library_is_caught(repo, tmp_path):
+    """Control: without vega-lite the page must show an error and draw nothing."""
+    versions = plots_page.dvc_render_versions()
+    broken = tmp_path / "broken.html"
+    broken.write_text(plots_page.template_html({
+        f"vega@{versions['vega']}": (NODE_MODULES / "vega/build/vega.min.js").read_text()}))
+    ids, parsed, _ = render(plots_show(repo, broken, tmp_path / "page"), tmp_path)
+    assert ids and not parsed.drawn
+    assert "script error" in parsed.errors and "vegaEmbed" in parsed.errors
