@@ -61,9 +61,10 @@ def test_second_repro_does_nothing(pipeline_repo):
 
 
 def test_rerun_scope_of_tsne_and_gradcam_params(pipeline_repo):
-    assert _stale_stages(pipeline_repo, "tsne.perplexity", 12) == {"tsne@baseline", "tsne@center_loss", "compare"}
-    assert _stale_stages(pipeline_repo, "gradcam.images_per_class", 2) == {
-        "gradcam@baseline", "gradcam@center_loss", "compare"}
+    # `dvc status` names the stages whose own params changed; `compare` follows when they rerun.
+    assert _stale_stages(pipeline_repo, "tsne.perplexity", 12) == {"tsne@baseline", "tsne@center_loss"}
+    assert _stale_stages(pipeline_repo, "gradcam.images_per_class", 2) == {"gradcam@baseline", "gradcam@center_loss"}
+    assert _stale_stages(pipeline_repo, "center_loss.mu", 0.2) == {"train_center_loss"}
     assert json.loads(dvc(pipeline_repo, "status", "--json").stdout) == {}
 
 
@@ -81,8 +82,9 @@ def test_unknown_optimizer_fails_fast_naming_the_key(pipeline_repo):
         assert r.returncode != 0
         assert "optimizer = 'adagrad' is not allowed; allowed: adam, sgd, rmsprop" in r.stdout + r.stderr
         assert "Epoch 1" not in r.stdout + r.stderr
-    finally:
-        git(pipeline_repo, "checkout", "--", "params.yaml")
+    finally:  # DVC removed the stage's outputs before running it: restore the workspace as a user would
+        git(pipeline_repo, "checkout", "--", ".")
+        dvc(pipeline_repo, "checkout")
     assert json.loads(dvc(pipeline_repo, "status", "--json").stdout) == {}
 
 
@@ -92,18 +94,22 @@ def test_center_loss_variants_as_experiments_and_plots_diff(pipeline_repo):
     exps = _experiments(pipeline_repo)
     for variant in ("island", "contrastive"):
         assert "test" in exps[variant]["plots/train_center_loss/metrics.json"]
-    diff = json.loads(dvc(pipeline_repo, "plots", "diff", "island", "contrastive", "--json").stdout)
-    revs = {d.get("rev") for plot in diff.values() for d in plot if isinstance(d, dict)}
-    assert {"island", "contrastive"} <= revs
+    diff = json.loads(dvc(pipeline_repo, "plots", "diff", "island", "contrastive", "--json").stdout)["data"]
+    for curve in ("accuracy", "cross_entropy", "center_loss_terms"):  # both experiments in one chart
+        assert [item["revisions"] for item in diff[curve]] == [["island", "contrastive"]]
+    grids = {tuple(item["revisions"]) for item in diff["plots/gradcam/center_loss/grid.png"]}
+    assert grids == {("island",), ("contrastive",)}
 
 
 def test_plots_show_lists_curves_embeddings_heatmaps_and_confusion(pipeline_repo):
     shown = json.loads(dvc(pipeline_repo, "plots", "show", "--json").stdout)
-    ids = "\n".join(shown)
+    assert not shown.get("errors")
+    ids = set(shown["data"])
     for name in ("baseline", "center_loss"):
         for layer in ("conv2d", "conv2d_4", "dense", "dense_1"):
             assert f"plots/tsne/{name}/2d/{layer}.tsv" in ids
             assert f"plots/tsne/{name}/3d/{layer}.png" in ids
         assert f"plots/gradcam/{name}/grid.png" in ids
         assert f"plots/train_{name}/plots/sklearn/confusion_matrix.json" in ids
-    assert {"accuracy", "loss", "learning_rate"} <= set(shown)
+    assert {"accuracy", "cross_entropy", "learning_rate", "center_loss_terms", "center_distances"} <= ids
+    assert {"plots/compare/curves.png", "plots/compare/confusion_matrices.png"} <= ids
