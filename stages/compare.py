@@ -21,7 +21,10 @@ from study.io import StageError, run_stage, save_figure, write_json, write_text
 from study.params import load
 
 BASE, OTHER = paths.MODEL_NAMES          # ("baseline", "center_loss")
-CURVES = ("accuracy", "loss")
+# The curves drawn side by side, and the DVCLive metric holding each for each model: the
+# center-loss model's `loss` is its total (CE + center terms), so cross-entropy is its `ce`.
+CURVES = {"accuracy": {"baseline": "accuracy", "center_loss": "accuracy"},
+          "cross-entropy": {"baseline": "loss", "center_loss": "ce"}}
 SPLITS = ("train", "val")
 TSNE_KEYS = ("knn_accuracy_2d", "knn_accuracy_3d", "knn_accuracy_features",
              "silhouette_2d", "silhouette_features")
@@ -126,7 +129,7 @@ def model_metrics(name: str, classes: list[str], params: dict) -> tuple[dict, np
 
 
 def curves_figure(curves: dict):
-    """Two panels (accuracy, loss): train (solid) and val (dashed) per model, per epoch."""
+    """Two panels (accuracy, cross-entropy): train (solid) and val (dashed) per model, per epoch."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -205,7 +208,7 @@ def main(params: dict) -> dict:
     metrics["kmeans_centroids"] = {k: km.get(k) for k in ("nmi", "ari", "purity")}
     metrics["test_accuracy_difference"] = (metrics[OTHER]["test"]["accuracy"]
                                            - metrics[BASE]["test"]["accuracy"])
-    curves = {(n, s, c): read_curve(curve_file(n, s, c), f"train_{n}")
+    curves = {(n, s, c): read_curve(curve_file(n, s, CURVES[c][n]), f"train_{n}")
               for n in paths.MODEL_NAMES for s in SPLITS for c in CURVES}
     save_figure(curves_figure(curves), paths.COMPARE_DIR / "curves.png")
     save_figure(confusion_figure(cms, classes), paths.COMPARE_DIR / "confusion_matrices.png")

@@ -29,6 +29,8 @@ def write_training(name: str, acc: float):
             for split in ("train", "val"):
                 live.log_metric(f"{split}/accuracy", 0.3 + 0.1 * epoch)
                 live.log_metric(f"{split}/loss", 2.0 - 0.5 * epoch)
+                if name == "center_loss":  # its loss is the total; cross-entropy is `ce`
+                    live.log_metric(f"{split}/ce", 1.9 - 0.5 * epoch)
             live.log_metric("learning_rate", 0.001)
             live.next_step()
         live.summary["test"] = {"accuracy": acc, "loss": 1.0 - acc}
@@ -113,3 +115,10 @@ def test_missing_input_names_the_stage_to_run(workdir):
     with pytest.raises(StageError, match=r"gradcam/center_loss/metrics.json: not found; run `dvc repro gradcam@center_loss`"):
         compare.main(workdir)
     assert not (paths.COMPARE_DIR / "metrics.json").exists()
+
+
+def test_center_loss_curve_is_its_cross_entropy_not_its_total_loss(workdir):
+    write_inputs({"baseline": 1.0, "center_loss": 1.0})
+    (paths.train_dir("center_loss") / "plots/metrics/val/ce.tsv").unlink()
+    with pytest.raises(StageError, match=r"train_center_loss/plots/metrics/val/ce.tsv: not found"):
+        compare.main(workdir)
