@@ -12,7 +12,7 @@ import sys
 
 from study import paths
 from study.data import load_split
-from study.io import StageError, run_stage, write_npz
+from study.io import run_stage, write_npz
 from study.params import load
 
 
@@ -21,14 +21,12 @@ def main(params: dict, name: str) -> dict[str, float]:
     from study.activations import extract, sample
 
     a = params["activations"]
-    model_path = paths.model_file(name)
-    if not model_path.exists():
-        raise StageError(f"{model_path}: not found; run `dvc repro train_{name}` first")
+    from study.model import load_trained
     x, y = load_split("test")
     index = sample(y, a["n_samples"], params["seed"])   # sorted (n,) test indices
     import keras
     keras.utils.set_random_seed(params["seed"])
-    model = keras.saving.load_model(model_path, compile=False)  # inference only: no loss objects needed
+    model = load_trained(name)
     arrays, explained = extract(model, x[index], paths.ANALYSED_LAYERS, a["batch_size"],
                                 a["pca_dims"], a["surface_images"])
     n_surf = min(a["surface_images"], len(index))

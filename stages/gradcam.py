@@ -9,11 +9,10 @@ predicted-class maps and of a seeded random ranking, averaged over the grid's im
 """
 import sys
 
-import numpy as np
 
 from study import paths
 from study.data import class_names, load_split, preprocess
-from study.io import StageError, run_stage, save_figure, write_json
+from study.io import run_stage, save_figure, write_json
 from study.params import load
 
 def parse_name(argv: list[str]) -> str:
@@ -21,18 +20,10 @@ def parse_name(argv: list[str]) -> str:
     return paths.model_name_arg(argv)
 
 
-def load_model(name: str):
-    """The trained keras model of `name`; a missing file is a StageError saying what to run."""
-    import keras
-    path = paths.model_file(name)
-    if not path.exists():
-        raise StageError(f"{path}: not found; run `dvc repro train_{name}` first")
-    return keras.saving.load_model(path, compile=False)
-
-
 def main(params: dict, name: str) -> dict:
     """Draw the grid and write the faithfulness metrics of one model; return the metrics."""
     from study.cam import grad_cam, pick_images
+    from study.model import load_trained
     from study.cam_plots import grid_figure
     from study.faithfulness import faithfulness
 
@@ -40,7 +31,7 @@ def main(params: dict, name: str) -> dict:
     x, y = load_split("test")
     classes = class_names()
     idx = pick_images(y, cfg["images_per_class"], seed, len(classes))  # (10, k)
-    model = load_model(name)
+    model = load_trained(name)
     images = preprocess(x[idx.ravel()])                                # (10k, 32, 32, 3)
     labels = y[idx.ravel()].astype(int)
     predict = lambda batch: model(batch, training=False).numpy()       # noqa: E731 (M, 10) probs

@@ -29,19 +29,16 @@ def dense_features(model, x: np.ndarray, batch_size: int) -> np.ndarray:
     from study.model import layer_outputs
     features = layer_outputs(model, [paths.FEATURE_LAYER])
     return np.concatenate([
-        np.asarray(features([preprocess(x[i:i + batch_size])], training=False))
+        np.asarray(features(preprocess(x[i:i + batch_size]), training=False))
         for i in range(0, len(x), batch_size)]).astype(np.float32)
 
 
 def load_baseline():
     """models/baseline.keras, or a one-line error saying which stage makes it."""
-    path = paths.model_file(BASELINE)
-    if not path.exists():
-        raise StageError(f"{path}: not found; run `dvc repro train_baseline` first")
-    import keras
-    model = keras.saving.load_model(path)
+    from study.model import load_trained
+    model = load_trained(BASELINE)
     if paths.FEATURE_LAYER not in [layer.name for layer in model.layers]:
-        raise StageError(f"{path}: has no layer named {paths.FEATURE_LAYER!r}")
+        raise StageError(f"{paths.model_file(BASELINE)}: has no layer named {paths.FEATURE_LAYER!r}")
     return model
 
 

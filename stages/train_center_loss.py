@@ -42,12 +42,9 @@ def init_weights(model, init: str) -> None:
     """init = baseline: copy models/baseline.keras's weights into `model`; scratch: keep fresh ones."""
     if init != BASELINE:
         return
-    import keras
+    from study.model import load_trained
+    trained = load_trained(BASELINE, hint=" (center_loss.init = baseline needs it; or set center_loss.init = scratch)")
     path = paths.model_file(BASELINE)
-    if not path.exists():
-        raise StageError(f"{path}: not found; center_loss.init = baseline needs "
-                         f"`dvc repro train_baseline` first (or center_loss.init = scratch)")
-    trained = keras.saving.load_model(path)
     if [w.shape for w in trained.weights] != [w.shape for w in model.weights]:
         raise StageError(f"{path}: its layers do not match this model (batch_norm = "
                          f"{'batch_normalization' in [l.name for l in model.layers]}?); "

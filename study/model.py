@@ -67,6 +67,16 @@ def layer_outputs(model: keras.Model, names) -> keras.Model:
     return keras.Model(image, [outputs[n] for n in names])
 
 
+def load_trained(name: str, hint: str = "") -> keras.Model:
+    """models/<name>.keras, uncompiled (for inference or weights); missing = one-line StageError."""
+    from study.io import StageError
+    from study.paths import model_file
+    path = model_file(name)
+    if not path.exists():
+        raise StageError(f"{path}: not found; run `dvc repro train_{name}` first{hint}")
+    return keras.saving.load_model(path, compile=False)
+
+
 def summary_text(model: keras.Model) -> str:
     """model.summary() as text (for models/<name>_summary.txt)."""
     lines = []
