@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 from pathlib import Path
 
 import yaml
 
 PARAMS_FILE = Path("params.yaml")
+MAX_BYTES = 1 << 20       # params.yaml is a page of text; anything larger is not ours
+N_CLASSES = 10
 
 
 class ParamsError(ValueError):
@@ -84,10 +87,10 @@ SCHEMA = {
     "optimizer": _choice("adam", "sgd", "rmsprop"),
     "learning_rate": _float(0, 10, lo_open=True),
     "lr_schedule": _choice("none", "step", "cosine"),
-    "lr_step_epochs": _int(1),
+    "lr_step_epochs": _int(1, 1_000),
     "lr_step_factor": _float(0, 1, lo_open=True),
-    "epochs": _int(1),
-    "batch_size": _int(1),
+    "epochs": _int(1, 1_000),         # upper bounds on counts catch typos (5000 for 50) before hours of work
+    "batch_size": _int(1, 50_000),   # <= the 50,000 training images
     "batch_norm": _bool,
     "augment": _bool,
     "data.url": _url,
@@ -97,8 +100,8 @@ SCHEMA = {
     "data.test_size": _int(10, 10_000, null=True),
     "data.timeout": _float(0, 3600, lo_open=True),
     "data.retries": _int(1, 20),
-    "kmeans.n_init": _int(1),
-    "kmeans.max_iter": _int(1),
+    "kmeans.n_init": _int(1, 100),
+    "kmeans.max_iter": _int(1, 10_000),
     "center_loss.variant": _choice("center", "island", "contrastive"),
     "center_loss.init": _choice("scratch", "baseline"),
     "center_loss.lambda": _float(0),
@@ -106,11 +109,11 @@ SCHEMA = {
     "center_loss.alpha": _float(0, 1),
     "activations.n_samples": _int(10, 10_000),
     "activations.pca_dims": _int(2, 4096),
-    "activations.batch_size": _int(1),
+    "activations.batch_size": _int(1, 10_000),
     "activations.surface_images": _int(1, 16),
     "tsne.perplexity": _float(1, 500),
     "tsne.early_exaggeration_iter": _int(0, 10_000),
-    "tsne.n_iter": _int(50),
+    "tsne.n_iter": _int(50, 10_000),
     "tsne.knn_k": _int(1, 100),
     "tsne.trust_samples": _int(20, 10_000),
     "gradcam.images_per_class": _int(1, 20),
@@ -118,14 +121,36 @@ SCHEMA = {
 }
 
 
-def _flatten(d, prefix=""):
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
+def _sections() -> set[str]:
+    """The section names of SCHEMA ('data', 'kmeans', ...)."""
+    return {k.split(".", 1)[0] for k in SCHEMA if "." in k}
+
+
+def _show(value) -> str:
+    """repr of a value, cut short: a huge or self-referencing value still gives one short line."""
+    return _REPR.repr(value)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 200
+_REPR.maxlist = _REPR.maxdict = _REPR.maxtuple = 8
+_REPR.maxlevel = 3
+
+
+def _flatten(params: dict) -> dict:
+    """{'data': {'url': u}, 'seed': 0} -> {'data.url': u, 'seed': 0}; sections nest one level only."""
+    sections, out = _sections(), {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            if key not in sections:
+                raise ParamsError(f"{PARAMS_FILE}: unknown section {_show(key)}; known sections: "
+                                  + ", ".join(sorted(sections)))
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        elif key in sections:
+            raise ParamsError(f"{PARAMS_FILE}: {key} = {_show(value)} is not allowed; allowed: a section "
+                              f"of keys ({', '.join(k for k in SCHEMA if k.startswith(key + '.'))})")
         else:
-            out[key] = v
+            out[key] = value
     return out
 
 
@@ -136,13 +161,13 @@ def validate(params: dict) -> dict:
     flat = _flatten(params)
     for key in flat:
         if key not in SCHEMA:
-            raise ParamsError(f"{PARAMS_FILE}: unknown key {key!r}; known keys: " + ", ".join(SCHEMA))
+            raise ParamsError(f"{PARAMS_FILE}: unknown key {_show(key)}; known keys: " + ", ".join(SCHEMA))
     for key, check in SCHEMA.items():
         if key not in flat:
             raise ParamsError(f"{PARAMS_FILE}: missing key {key!r}")
         problem = check(flat[key])
         if problem:
-            raise ParamsError(f"{PARAMS_FILE}: {key} = {flat[key]!r} is not allowed; allowed: "
+            raise ParamsError(f"{PARAMS_FILE}: {key} = {_show(flat[key])} is not allowed; allowed: "
                               + problem.removeprefix("allowed: "))
     d = params["data"]
     if d["train_size"] is not None and d["train_size"] + d["val_size"] > 50_000:
@@ -152,7 +177,11 @@ def validate(params: dict) -> dict:
     if params["activations"]["n_samples"] > n_test:
         raise ParamsError(f"{PARAMS_FILE}: activations.n_samples = {params['activations']['n_samples']} "
                           f"is not allowed; allowed: <= the test split size ({n_test})")
-    a = params["activations"]
+    a, t = params["activations"], params["tsne"]
+    if a["n_samples"] - N_CLASSES < t["trust_samples"] < a["n_samples"]:  # checked here: it fails after t-SNE
+        raise ParamsError(f"{PARAMS_FILE}: tsne.trust_samples = {t['trust_samples']} is not allowed; allowed: "
+                          f"<= {a['n_samples'] - N_CLASSES} (a stratified subsample of activations.n_samples "
+                          f"leaves one image per class out) or >= {a['n_samples']} (all)")
     for key, limit, what in (("pca_dims", a["n_samples"], "activations.n_samples"),
                              ("pca_dims", a["batch_size"], "activations.batch_size")):
         if a[key] > limit:  # IncrementalPCA needs >= n_components rows in total and per batch
@@ -161,15 +190,81 @@ def validate(params: dict) -> dict:
     return params
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats and duplicate keys refused.
+
+    PyYAML follows YAML 1.1, where `1e-05` (as `dvc exp run -S learning_rate=1e-5` writes
+    it) and `1E-3` are strings; DVC (ruamel, YAML 1.2) reads them as numbers. Here every
+    YAML 1.2 float form is a float, as DVC sees it. A key given twice (YAML says keys
+    are unique; PyYAML keeps the last silently) is an error naming the key.
+    """
+
+
+_FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)?\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                        |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+                        |[-+]?\.(?:inf|Inf|INF)
+                        |\.(?:nan|NaN|NAN))$""", re.X)
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:float"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+class _DuplicateKey(Exception):
+    """A mapping gives one key twice: (key, line)."""
+
+
+def _map(loader, node):
+    """A mapping node as a dict, refusing duplicate keys (built in two steps, as PyYAML does)."""
+    data, seen = {}, set()
+    yield data
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, (str, int, float, bool)) or key is None:
+            if key in seen:
+                raise _DuplicateKey(key, key_node.start_mark.line + 1)
+            seen.add(key)
+    data.update(loader.construct_mapping(node))
+
+
+_Loader.add_constructor("tag:yaml.org,2002:map", _map)
+
+
+def _read_text(path: Path) -> str:
+    """The file's text; every way it can be unreadable is a one-line ParamsError."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: not found; run from the repository root") from None
+    except IsADirectoryError:
+        raise ParamsError(f"{path}: is a directory; expected the params file (YAML text)") from None
+    except OSError as e:
+        raise ParamsError(f"{path}: cannot be read ({e.strerror})") from None
+    if len(raw) > MAX_BYTES:
+        raise ParamsError(f"{path}: larger than {MAX_BYTES >> 10} KiB; expected the params file (YAML text)")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ParamsError(f"{path}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
+
+
+def parse(text: str, path: str | Path = PARAMS_FILE):
+    """YAML text -> Python values, numbers as DVC reads them; ParamsError on anything unreadable."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 (_Loader is a SafeLoader)
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    except _DuplicateKey as e:
+        key, line = e.args
+        raise ParamsError(f"{path}: key {_show(key)} is given twice (line {line}); keep one") from None
+    except RecursionError:
+        raise ParamsError(f"{path}: nested too deeply to be a params file") from None
+
+
 def load(path: str | Path = PARAMS_FILE) -> dict:
     """Read and validate params.yaml (the only config; `dvc exp run -S` edits it)."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ParamsError(f"{path}: not found; run from the repository root") from None
-    try:
-        params = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ParamsError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    return validate(params)
+    return validate(parse(_read_text(path), path))
