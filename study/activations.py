@@ -98,7 +98,7 @@ def sample(y: np.ndarray, n: int, seed: int) -> np.ndarray:
     if n > len(y):
         raise StageError(f"activations.n_samples = {n} is larger than the test split ({len(y)} images); "
                          f"allowed: <= {len(y)}")
-    return stratified_subset(y, n, seed)
+    return stratified_subset(y, n, seed, "activations.n_samples")
 
 
 def _predict(multi, x_uint8: np.ndarray, sl: slice) -> list[np.ndarray]:

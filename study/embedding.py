@@ -46,7 +46,7 @@ def knn_accuracy(x: np.ndarray, y: np.ndarray, k: int, seed: int) -> float:
 def trustworthiness(x: np.ndarray, emb: np.ndarray, y: np.ndarray, k: int, n_max: int, seed: int) -> float:
     """scikit-learn trustworthiness of emb w.r.t. x on a seeded stratified subsample of n_max points."""
     from sklearn.manifold import trustworthiness as tw
-    idx = stratified_subset(y, n_max, seed)
+    idx = stratified_subset(y, n_max, seed, "tsne.trust_samples")
     k = min(k, (len(idx) - 1) // 2)  # scikit-learn requires n_neighbors < n_samples / 2
     return float(tw(x[idx], emb[idx], n_neighbors=k))
 

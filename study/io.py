@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -13,6 +14,33 @@ import numpy as np
 
 class StageError(RuntimeError):
     """A problem the user can fix (bad input, bad data); printed as one line, exit 1."""
+
+
+def read_input(path, stage: str, read, what: str = "file"):
+    """`read(path)` of a file another stage writes. Missing or unreadable (empty, truncated, another
+    format) is a one-line StageError naming the file and the `dvc repro` command that rebuilds it."""
+    path = Path(path)
+    if not path.is_file():
+        raise StageError(f"{path}: not found; run `dvc repro {stage}` first")
+    try:
+        return read(path)
+    except StageError:
+        raise
+    except Exception as e:  # every reader fails its own way (BadZipFile, ValueError, EOFError, ...)
+        reason = (str(e).strip().splitlines() or [""])[0][:200]
+        raise StageError(f"{path}: not a readable {what} ({type(e).__name__}: {reason}); "
+                         f"run `dvc repro {stage}` to rebuild it") from None
+
+
+def load_npz(path, stage: str, keys=None) -> dict:
+    """The arrays (all, or the named `keys`) of an .npz another stage writes, via read_input."""
+    def read(p):
+        with np.load(p, allow_pickle=False) as f:
+            missing = [k for k in keys or () if k not in f.files]
+            if missing:
+                raise StageError(f"{p}: lacks {', '.join(missing)}; run `dvc repro {stage}` to rebuild it")
+            return {k: f[k] for k in (keys or f.files)}
+    return read_input(path, stage, read, "NumPy .npz file")
 
 
 @contextmanager
@@ -64,11 +92,28 @@ def save_figure(fig, path, dpi: int = 110) -> None:
     plt.close(fig)
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised like KeyboardInterrupt so `finally` blocks remove temp files on the way out."""
+
+
+def _raise_terminated(signum, _frame):
+    raise Terminated(signum)
+
+
 def run_stage(main, *args) -> None:
-    """Run a stage's main(); user-fixable errors become one line on stderr and exit 1."""
+    """Run a stage's main(); user-fixable errors and interruptions become one line on stderr.
+
+    ParamsError / StageError and Ctrl-C (SIGINT) exit 1; SIGTERM exits 143 (128 + 15).
+    Outputs are written atomically, so an interrupted stage leaves no half-written file."""
     from study.params import ParamsError
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         main(*args)
     except (ParamsError, StageError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    except (KeyboardInterrupt, Terminated) as e:
+        how = "Ctrl-C (SIGINT)" if isinstance(e, KeyboardInterrupt) else "SIGTERM"
+        print(f"error: interrupted by {how} before the stage finished; `dvc repro` runs it again",
+              file=sys.stderr)
+        sys.exit(1 if isinstance(e, KeyboardInterrupt) else 128 + signal.SIGTERM)

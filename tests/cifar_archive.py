@@ -3,8 +3,13 @@
 Official layout: cifar-10-python.tar.gz holding cifar-10-batches-py/{data_batch_1..5,
 test_batch, batches.meta}, each a pickled dict with bytes keys; `data` is uint8 rows of
 3072 = R plane, G plane, B plane; `labels` a list of ints; batches.meta has label_names.
-`numpy_names="old"` rewrites the pickles to say numpy.core.* as the official (numpy 1.x)
-archive does; "new" keeps numpy._core.* as current numpy writes.
+
+Pickle forms (`form=`):
+- "py2" (default): as the official release was written, by Python 2: protocol 2 with byte
+  strings as BINSTRING opcodes, no `_codecs.encode`, numpy.core names. What users download.
+- "py3": Python 3's protocol 2 with numpy 2 (bytes as `_codecs.encode(str, 'latin1')`,
+  numpy._core names), as a user re-pickling the data today would write it.
+- "py3-numpy1": the same with numpy 1.x's numpy.core names.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import http.server
 import io
 import os
 import pickle
+import struct
 import tarfile
 import threading
 from pathlib import Path
@@ -51,25 +57,59 @@ def meta_dict(names=CLASSES) -> dict:
     return {b"num_cases_per_batch": 10000, b"num_vis": 3072, b"label_names": [n.encode() for n in names]}
 
 
-def pickle_official(obj, numpy_names: str = "new") -> bytes:
-    """Protocol-2 pickle (as the official archive); "old" rewrites numpy._core -> numpy.core names."""
+class Py2Pickler(pickle._Pickler):
+    """Protocol 2 as Python 2 wrote it: str and bytes as BINSTRING, numpy.core module names."""
+
+    def save_bytes(self, obj):
+        n = len(obj)
+        self.write(pickle.SHORT_BINSTRING + bytes([n]) + obj if n < 256 else
+                   pickle.BINSTRING + struct.pack("<i", n) + obj)
+        self.memoize(obj)
+
+    def save_str(self, obj):
+        self.save_bytes(obj.encode("latin1"))
+
+    def save_global(self, obj, name=None):
+        name = name or obj.__qualname__
+        module = pickle.whichmodule(obj, name)
+        if module.startswith("numpy._core"):
+            module = "numpy.core" + module[len("numpy._core"):]
+        self.write(pickle.GLOBAL + f"{module}\n{name}\n".encode())
+        self.memoize(obj)
+
+    dispatch = dict(pickle._Pickler.dispatch)
+    dispatch[bytes] = save_bytes
+    dispatch[str] = save_str
+
+
+FORMS = ("py2", "py3", "py3-numpy1")
+
+
+def pickle_official(obj, form: str = "py2") -> bytes:
+    """obj pickled in one of FORMS (see the module docstring)."""
+    if form == "py2":
+        f = io.BytesIO()
+        Py2Pickler(f, protocol=2).dump(obj)
+        return f.getvalue()
     data = pickle.dumps(obj, protocol=2)
-    if numpy_names == "old":
+    if form == "py3-numpy1":
         # protocol 2 writes globals as text lines ("c<module>\n<name>\n"), so a rename is safe
         data = data.replace(b"cnumpy._core.", b"cnumpy.core.")
+    elif form != "py3":
+        raise ValueError(form)
     return data
 
 
-def official_members(n_train: int = 30, n_test: int = 10, seed: int = 0, numpy_names: str = "new"):
+def official_members(n_train: int = 30, n_test: int = 10, seed: int = 0, form: str = "py2"):
     """({member: pickle bytes}, source arrays {'x_train', 'y_train', 'x_test', 'y_test'})."""
     x_tr, y_tr = tiny_images(n_train, seed)
     x_te, y_te = tiny_images(n_test, seed + 1)
     members = {}
     for i, part in enumerate(np.array_split(np.arange(len(y_tr)), N_BATCHES)):
         members[f"data_batch_{i + 1}"] = pickle_official(
-            batch_dict(f"training batch {i + 1} of 5", x_tr[part], y_tr[part]), numpy_names)
-    members["test_batch"] = pickle_official(batch_dict("testing batch 1 of 1", x_te, y_te), numpy_names)
-    members["batches.meta"] = pickle_official(meta_dict(), numpy_names)
+            batch_dict(f"training batch {i + 1} of 5", x_tr[part], y_tr[part]), form)
+    members["test_batch"] = pickle_official(batch_dict("testing batch 1 of 1", x_te, y_te), form)
+    members["batches.meta"] = pickle_official(meta_dict(), form)
     return members, {"x_train": x_tr, "y_train": y_tr, "x_test": x_te, "y_test": y_te}
 
 
@@ -132,6 +172,38 @@ def malicious_pickle(target: Path, kind: str = "numpy_runstring") -> bytes:
     d = batch_dict("training batch 1 of 5", x, y)
     d[b"batch_label"] = payload
     return pickle.dumps(d, protocol=2)
+
+
+def raw_pickle(*ops: bytes) -> bytes:
+    """A hand-written protocol-2 pickle: PROTO 2, the given opcode bytes, STOP."""
+    return b"\x80\x02" + b"".join(ops) + b"."
+
+
+def py2_array(shape: tuple, raw: bytes, dtype: bytes = b"u1") -> bytes:
+    """Opcodes (no PROTO/STOP) that rebuild an ndarray as the official pickles do: _reconstruct,
+    then BUILD with (1, shape, dtype, False, raw) -- with any shape and bytes, to lie with."""
+    def string(b):
+        return (pickle.SHORT_BINSTRING + bytes([len(b)]) + b if len(b) < 256
+                else pickle.BINSTRING + struct.pack("<i", len(b)) + b)
+    ints = b"".join(pickle.BININT + struct.pack("<i", d) for d in shape)
+    return (b"cnumpy.core.multiarray\n_reconstruct\n" + b"cnumpy\nndarray\n" + pickle.BININT1 + b"\x00"
+            + pickle.TUPLE1 + string(b"b") + pickle.TUPLE3 + pickle.REDUCE
+            + pickle.MARK + pickle.BININT1 + b"\x01" + pickle.MARK + ints + pickle.TUPLE
+            + b"cnumpy\ndtype\n" + string(dtype) + pickle.NEWFALSE + pickle.NEWTRUE + pickle.TUPLE3
+            + pickle.REDUCE + pickle.MARK + pickle.BININT1 + b"\x03" + string(b"|") + pickle.NONE * 3
+            + (pickle.BININT + struct.pack("<i", -1)) * 2 + pickle.BININT1 + b"\x00" + pickle.TUPLE
+            + pickle.BUILD + pickle.NEWFALSE + string(raw) + pickle.TUPLE + pickle.BUILD)
+
+
+def batch_pickle(data_ops: bytes, labels_ops: bytes) -> bytes:
+    """A batch dict {b'data': <data_ops>, b'labels': <labels_ops>} from raw opcodes."""
+    return raw_pickle(pickle.EMPTY_DICT + pickle.MARK + pickle.SHORT_BINSTRING + b"\x04data" + data_ops
+                      + pickle.SHORT_BINSTRING + b"\x06labels" + labels_ops + pickle.SETITEMS)
+
+
+def int_list(values) -> bytes:
+    """Opcodes of a list of small ints."""
+    return pickle.EMPTY_LIST + pickle.MARK + b"".join(pickle.BININT1 + bytes([v]) for v in values) + pickle.APPENDS
 
 
 def bad_shape_batch(n: int = 20, row: int = 3000) -> bytes:
@@ -245,3 +317,44 @@ class CifarServer:
         """Serve `data` at /files/<name>; return its URL."""
         self.files[name] = data
         return self.url_for(f"/files/{name}")
+
+
+class _Zeros(io.RawIOBase):
+    """A file of n zero bytes that is never held in memory (for tar members of any size)."""
+
+    def __init__(self, n: int):
+        self.left = n
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        k = min(len(b), self.left)
+        b[:k] = bytes(k)
+        self.left -= k
+        return k
+
+
+def write_bomb(path: Path, members: dict[str, bytes], zero_members: dict[str, int], extra_entries: int = 0) -> str:
+    """A tar.gz of `members`, plus members of n zero bytes (compressing ~1000:1) and `extra_entries`
+    empty files, written streaming at gzip level 1; returns its md5."""
+    path = Path(path)
+    with open(path, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0, compresslevel=1) as gz, \
+            tarfile.open(fileobj=gz, mode="w") as tar:
+        for name, n in zero_members.items():
+            info = tarfile.TarInfo(name if "/" in name else PREFIX + name)
+            info.size, info.mode = n, 0o644
+            tar.addfile(info, io.BufferedReader(_Zeros(n), buffer_size=1 << 20))
+        for i in range(extra_entries):
+            tar.addfile(tarfile.TarInfo(f"extra/{i}"), io.BytesIO(b""))
+        for name, data in members.items():
+            info = tarfile.TarInfo(PREFIX + name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return md5_file(path)
+
+
+def full_size_members(form: str = "py2", seed: int = 0) -> dict[str, bytes]:
+    """Members of an archive as large as the official one: 5 x 10,000 + 10,000 random images."""
+    members, _ = official_members(n_train=5_000, n_test=1_000, seed=seed, form=form)
+    return members

@@ -91,3 +91,30 @@ def pipeline_repo(tmp_path_factory, cifar_server):
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "tiny run")
     return repo
+
+
+# Runs a module as __main__ and, at exit, writes the process's peak RSS (VmHWM, in kB) to the
+# file named by $PEAK_RSS_FILE. VmHWM belongs to the process image after exec; getrusage's
+# ru_maxrss does not: Linux carries the forking parent's peak (pytest's, with TensorFlow) over exec.
+_PEAK_LAUNCHER = """
+import atexit, os, re, runpy, sys
+def _peak():
+    with open('/proc/self/status') as f, open(os.environ['PEAK_RSS_FILE'], 'w') as out:
+        out.write(re.search(r'VmHWM:\\s+(\\d+) kB', f.read()).group(1))
+atexit.register(_peak)
+sys.argv = sys.argv[1:]
+runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)
+"""
+
+
+def run_measured(module: str, cwd: Path, env: dict, *args: str, timeout: float = 300):
+    """`python -m module args` to completion: (exit code, stdout, stderr, peak RSS in MB)."""
+    import subprocess
+    import sys
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        peak_file = Path(d) / "peak"
+        r = subprocess.run([sys.executable, "-c", _PEAK_LAUNCHER, module, *args], cwd=cwd,
+                           env={**env, "PEAK_RSS_FILE": str(peak_file)}, capture_output=True, text=True,
+                           timeout=timeout, stdin=subprocess.DEVNULL)
+        return r.returncode, r.stdout, r.stderr, int(peak_file.read_text()) / 1024

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -22,10 +24,11 @@ from stages import fetch_data
 from study import cifar, paths
 from study.io import StageError
 from study.params import load
-from tests.cifar_archive import (CLASSES, bad_dtype_batch, bad_label_batch, bad_shape_batch,
-                                 build_archive, malicious_pickle, meta_dict, official_members,
-                                 pickle_official, write_tar_gz)
-from tests.conftest import REPO, tiny_params
+from tests.cifar_archive import (CLASSES, FORMS, bad_dtype_batch, bad_label_batch, bad_shape_batch,
+                                 batch_dict, batch_pickle, build_archive, int_list, malicious_pickle, md5_file, meta_dict,
+                                 full_size_members, official_members, pickle_official, py2_array, raw_pickle,
+                                 tiny_images, write_bomb, write_tar_gz)
+from tests.conftest import REPO, run_measured, tiny_params
 
 OUTPUT_FILES = [paths.TRAIN, paths.VAL, paths.TEST, paths.CLASSES, paths.FETCH_INFO]
 
@@ -124,19 +127,32 @@ def test_rows_to_images_reads_r_g_b_planes_row_major():
     assert img[0, 1].tolist() == [11, 20, 30] and img[1, 0].tolist() == [10, 21, 30]
 
 
-@pytest.mark.parametrize("numpy_names", ["old", "new"])
-def test_reads_old_and_new_numpy_pickles(fetchdir, numpy_names):
-    members, src = official_members(numpy_names=numpy_names)
+@pytest.mark.parametrize("form", FORMS)
+def test_reads_every_form_of_the_pickles(fetchdir, form):
+    members, src = official_members(form=form)
     raw = members["data_batch_1"]
-    # the rewrite is real: the official archive's names vs current numpy's
-    assert (b"numpy.core.multiarray" in raw) == (numpy_names == "old")
-    assert (b"numpy._core.multiarray" in raw) == (numpy_names == "new")
+    # the forms are real: Python 2 wrote byte strings as BINSTRING, Python 3 as _codecs.encode
+    assert (b"_codecs" in raw) == (form != "py2")
+    assert (b"numpy.core.multiarray" in raw) == (form != "py3")
     md5 = write_tar_gz(fetchdir / "a.tar.gz", members)
     run_fetch(fetchdir, url=str(fetchdir / "a.tar.gz"), md5=md5, val_size=30, train_size=None)
     out = load_outputs(fetchdir)
     assert len(out["train"][1]) + len(out["val"][1]) == 300
     xs = np.concatenate([out["train"][0], out["val"][0]])
     assert sorted(source_rows(xs)) == sorted(source_rows(src["x_train"]))
+
+
+def test_python2_form_is_what_keras_strict_loader_reads(tmp_path):
+    # Keras' own load_batch allows only numpy.ndarray, numpy.dtype and _reconstruct: the fixture's
+    # default form passes it, as the official release does; Python 3's protocol 2 does not.
+    from keras.src.datasets.cifar import load_batch
+    members, src = official_members()
+    (tmp_path / "b").write_bytes(members["data_batch_1"])
+    x, y = load_batch(str(tmp_path / "b"))
+    assert x.shape == (60, 3, 32, 32) and len(y) == 60
+    (tmp_path / "c").write_bytes(official_members(form="py3")[0]["data_batch_1"])
+    with pytest.raises(Exception, match="_codecs"):
+        load_batch(str(tmp_path / "c"))
 
 
 def test_file_url_relative_and_absolute_paths(fetchdir, cifar_server):
@@ -148,7 +164,7 @@ def test_file_url_relative_and_absolute_paths(fetchdir, cifar_server):
     for url in (local.as_uri(), str(local), "mirror/c.tar.gz"):
         info = run_fetch(fetchdir, url=url, md5=md5.upper())
         assert info["url"] == url and info["md5"] == md5 and info["sizes"]["train"] == 200
-        digests.append(cifar.md5_of(fetchdir / paths.TRAIN))
+        digests.append(md5_file(fetchdir / paths.TRAIN))
     assert len(set(digests)) == 1  # same archive and seed -> byte-identical outputs
     assert local.read_bytes() == cifar_server.archive_bytes  # source left untouched
 
@@ -160,7 +176,7 @@ def test_split_is_seeded(fetchdir, cifar_server):
         p["data"].update(url=cifar_server.archive_url, md5=cifar_server.md5)
         (fetchdir / "params.yaml").write_text(yaml.safe_dump(p))
         fetch_data.main(load(fetchdir / "params.yaml"))
-        return cifar.md5_of(fetchdir / paths.VAL), cifar.md5_of(fetchdir / paths.TRAIN)
+        return md5_file(fetchdir / paths.VAL), md5_file(fetchdir / paths.TRAIN)
     a, b, c = val_digest(0), val_digest(0), val_digest(1)
     assert a == b and a[0] != c[0] and a[1] != c[1]
 
@@ -202,7 +218,7 @@ def test_truncated_archive_file(fetchdir, cifar_server):
     # with the md5 of the cut file itself it gets past the check and the reader names the problem
     cut.write_bytes(cifar_server.archive_bytes[: len(cifar_server.archive_bytes) // 2])
     fail_fetch(fetchdir, r"^archive: cut.tar.gz is not a readable tar.gz \(",
-               url=str(cut), md5=cifar.md5_of(cut))
+               url=str(cut), md5=md5_file(cut))
 
 
 def test_http_404_is_not_retried(fetchdir, cifar_server):
@@ -272,7 +288,7 @@ def test_malformed_archive_is_named(fetchdir, replace, drop, match):
 def test_not_a_tarball(fetchdir):
     (fetchdir / "x.tar.gz").write_bytes(b"<html>a login page</html>")
     fail_fetch(fetchdir, r"^archive: x.tar.gz is not a readable tar.gz",
-               url=str(fetchdir / "x.tar.gz"), md5=cifar.md5_of(fetchdir / "x.tar.gz"))
+               url=str(fetchdir / "x.tar.gz"), md5=md5_file(fetchdir / "x.tar.gz"))
 
 
 @pytest.mark.parametrize("data,match", [
@@ -287,19 +303,73 @@ def test_sizes_the_archive_lacks_name_the_key(fetchdir, cifar_server, data, matc
 
 # ---------------------------------------------------------------- restricted unpickler
 
-def test_unpickler_allows_exactly_what_batches_need():
+def test_unpickler_allows_exactly_what_the_two_forms_need():
     arr = np.arange(12, dtype=np.uint8).reshape(3, 4)
-    obj = {b"data": arr, b"labels": [1, 2], b"s": np.uint8(7), b"e": b"", b"b": b"xy"}
-    for proto in (2, 4, 5):
-        got = cifar.load_pickle(pickle.dumps(obj, protocol=proto), "m")
+    obj = {b"data": arr, b"labels": [1, 2], b"names": [b"a.png", "b.png"], b"n": 10000}
+    for form in FORMS:
+        got = cifar.load_pickle(pickle_official(obj, form), "m")
         np.testing.assert_array_equal(got[b"data"], arr)
-        assert got[b"labels"] == [1, 2] and got[b"s"] == 7 and got[b"e"] == b"" and got[b"b"] == b"xy"
+        assert got[b"labels"] == [1, 2] and got[b"n"] == 10000
+    for proto in (3, 4, 5):  # protocols the archive never used: refused by opcode, not parsed
+        with pytest.raises(StageError, match=r"uses pickle opcode \w+, which a CIFAR-10 batch does not need"):
+            cifar.load_pickle(pickle.dumps(obj, protocol=proto), "m")
     with pytest.raises(StageError, match="wants collections.OrderedDict"):
         cifar.load_pickle(pickle.dumps(__import__("collections").OrderedDict(a=1), protocol=2), "m")
+    with pytest.raises(StageError, match="wants numpy._core.multiarray.scalar"):  # numpy scalars: not needed
+        cifar.load_pickle(pickle.dumps({b"s": np.uint8(7)}, protocol=2), "m")
     # _codecs.encode is allowed only as protocol 2 uses it (latin1); other codecs are refused
-    evil = b"c_codecs\nencode\n(Vabc\nVrot13\ntR."
+    evil = raw_pickle(b"c_codecs\nencode\nX\x03\x00\x00\x00abcX\x05\x00\x00\x00rot13\x86R")
     with pytest.raises(StageError, match="wants _codecs.encode with anything but"):
         cifar.load_pickle(evil, "m")
+
+
+# ---------------------------------------------------------------- bounded unpickling
+# Each pickle is a few dozen to a few hundred kB and asks for far more memory than it holds.
+
+ROWS_OK = np.zeros((2, 3072), np.uint8).tobytes()
+BIG_STRING = b"X" * 200_000  # memoized once, then encoded again and again
+
+
+def _hostile_pickles() -> dict[str, tuple[bytes, str]]:
+    """{name: (pickle bytes, pattern of the one-line error)}: each tries to allocate >= 1 GB."""
+    many_encodes = (b"c_codecs\nencode\nq\x00" + pickle.BINUNICODE + struct.pack("<I", len(BIG_STRING))
+                    + BIG_STRING + b"q\x01" + pickle.EMPTY_LIST + pickle.MARK
+                    + (b"h\x00h\x01X\x06\x00\x00\x00latin1\x86R") * 6000 + pickle.APPENDS)
+    return {
+        # _reconstruct's own shape argument allocates: (10**9,) would be 1 GB
+        "reconstruct_shape": (batch_pickle(py2_array((2, 3072), ROWS_OK).replace(
+            b"K\x00\x85", b"J" + struct.pack("<i", 10**9) + b"\x85", 1), int_list([1, 2])),
+            r"_reconstruct with arguments other than \(numpy.ndarray, \(0,\), b'b'\)"),
+        # a shape of 30,000 rows with the bytes of 2 behind it
+        "rows_without_bytes": (batch_pickle(py2_array((30_000, 3072), ROWS_OK), int_list([1] * 200)),
+                               r"ndarray of shape \(30000, 3072\) uint8 with 6144 bytes behind it"),
+        # bytes(10**9) through the builtin
+        "bytes_builtin": (raw_pickle(b"c__builtin__\nbytes\nJ" + struct.pack("<i", 10**9) + b"\x85R"),
+                          r"wants builtins.bytes which is not allowed"),
+        # an object array: its elements would be built from a list
+        "object_dtype": (batch_pickle(py2_array((2,), b"", dtype=b"O8"), int_list([1, 2])),
+                         r"numpy.dtype\('O8'\): only plain number types are allowed"),
+        # 6,000 latin-1 copies of one memoized 200 kB string: 1.2 GB from 200 kB
+        "encode_amplification": (raw_pickle(many_encodes), r"more bytes decoded than the member holds"),
+        # a memo index of 2**31 makes the C unpickler size its memo table to match
+        "huge_memo_index": (raw_pickle(pickle.NONE + b"r" + struct.pack("<I", 2**31)),
+                            r"pickle memo index 2147483648 is out of range"),
+        # a string that claims 2 GB with 5 bytes behind it
+        "long_string_claim": (raw_pickle(pickle.BINSTRING + struct.pack("<i", 2**31 - 1) + b"short"),
+                              r"is not a readable pickle \(ValueError: expected 2147483647 bytes"),
+        # a million empty lists: ~60 MB of Python objects per MB of pickle
+        "opcode_flood": (raw_pickle(pickle.MARK + pickle.EMPTY_LIST * 1_000_000 + pickle.TUPLE),
+                         rf"has more than {cifar.MAX_PICKLE_OPS} pickle opcodes"),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_hostile_pickles()))
+def test_hostile_pickle_is_refused_before_it_allocates(name):
+    data, pattern = _hostile_pickles()[name]
+    assert len(data) < 2_000_000
+    with pytest.raises(StageError, match=pattern) as e:
+        cifar.load_pickle(data, "data_batch_1")
+    assert "\n" not in str(e.value) and str(e.value).startswith("archive: cifar-10-batches-py/data_batch_1")
 
 
 # ---------------------------------------------------------------- as a process
@@ -331,23 +401,148 @@ def test_stage_process_success_and_one_line_failure(tmp_path, cifar_server):
     assert list((tmp_path / "data").iterdir()) == []
 
 
-def test_interrupted_download_leaves_nothing(tmp_path, cifar_server):
-    dl = tmp_path / "dl"
-    dl.mkdir()
-    _write_params(tmp_path, url=cifar_server.url_for("/stall/proc"), md5=cifar_server.md5, timeout=60)
-    proc = subprocess.Popen([sys.executable, "-m", "stages.fetch_data"], cwd=tmp_path, env=_stage_env(dl),
+def _start_stalled_fetch(root: Path, cifar_server, sys_tmp: Path, tag: str) -> subprocess.Popen:
+    """Start the stage on a download that stalls after a third; return once part of it is on disk."""
+    _write_params(root, url=cifar_server.url_for(f"/stall/{tag}"), md5=cifar_server.md5, timeout=60)
+    proc = subprocess.Popen([sys.executable, "-m", "stages.fetch_data"], cwd=root, env=_stage_env(sys_tmp),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the download goes to data/.tmp-fetch_data-*/, not the system temp
+        if [f for f in (root / "data").glob(".tmp-fetch_data-*/*") if f.stat().st_size > 0]:
+            return proc
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("the download never started")
+
+
+@pytest.mark.parametrize("sig,code,line", [
+    (signal.SIGTERM, 128 + signal.SIGTERM, "error: interrupted by SIGTERM before the stage finished; "
+                                           "`dvc repro` runs it again\n"),
+    (signal.SIGINT, 1, "error: interrupted by Ctrl-C (SIGINT) before the stage finished; "
+                       "`dvc repro` runs it again\n"),
+])
+def test_interrupted_download_leaves_nothing(tmp_path, cifar_server, sig, code, line):
+    sys_tmp = tmp_path / "systmp"
+    sys_tmp.mkdir()
+    proc = _start_stalled_fetch(tmp_path, cifar_server, sys_tmp, f"sig{sig}")
     try:
-        deadline = time.monotonic() + 30
-        partial = []
-        while not partial and time.monotonic() < deadline:  # wait until part of the archive is on disk
-            partial = [f for f in dl.rglob("*") if f.is_file() and f.stat().st_size > 0]
-            time.sleep(0.1)
-        assert partial, "the download never started"
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
-    assert proc.returncode == 128 + signal.SIGTERM
-    assert list(dl.iterdir()) == []
-    assert not (tmp_path / "data").exists() or list((tmp_path / "data").iterdir()) == []
+    assert proc.returncode == code
+    assert err == line
+    assert list(sys_tmp.iterdir()) == []
+    assert list((tmp_path / "data").iterdir()) == []
+
+
+def test_kill_9_leaves_its_temp_dir_under_data_and_the_next_run_removes_it(tmp_path, cifar_server):
+    sys_tmp = tmp_path / "systmp"
+    sys_tmp.mkdir()
+    proc = _start_stalled_fetch(tmp_path, cifar_server, sys_tmp, "kill9")
+    proc.kill()  # SIGKILL: no handler runs
+    proc.wait(timeout=30)
+    left = list((tmp_path / "data").glob(".tmp-fetch_data-*"))
+    assert len(left) == 1 and list(sys_tmp.iterdir()) == []  # nothing in the system temp dir
+    assert "data/.tmp-*" in (REPO / ".gitignore").read_text() and "data/.tmp-*" in (REPO / ".dvcignore").read_text()
+    _write_params(tmp_path, url=cifar_server.archive_url, md5=cifar_server.md5)
+    code, _, err, _ = _fetch_process(tmp_path, sys_tmp)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == sorted(p.name for p in OUTPUT_FILES)
+    assert list(sys_tmp.iterdir()) == []
+
+
+def test_local_archive_changed_after_the_check_does_not_change_the_result(fetchdir, monkeypatch):
+    # the md5 is computed over the bytes that are parsed: a source replaced between the check and
+    # the parse (by another process, a sync client, an attacker) cannot slip in other data
+    good_md5, src = build_archive(fetchdir / "a.tar.gz", seed=0)
+    other = fetchdir / "other.tar.gz"
+    build_archive(other, seed=5)
+    real_read = fetch_data.read_archive
+
+    def swap_then_read(path):
+        os.replace(other, fetchdir / "a.tar.gz")  # the source changes after the md5 check
+        return real_read(path)
+
+    monkeypatch.setattr(fetch_data, "read_archive", swap_then_read)
+    run_fetch(fetchdir, url="a.tar.gz", md5=good_md5, val_size=30, train_size=None)
+    out = load_outputs(fetchdir)
+    np.testing.assert_array_equal(out["test"][0], src["x_test"])  # the verified archive's images
+    assert md5_file(fetchdir / "a.tar.gz") != good_md5            # while the source did change
+    assert list((fetchdir / "dl_tmp").iterdir()) == []
+
+
+# ---------------------------------------------------------------- silently wrong data refused
+
+def test_batch_duplicated_under_another_name_is_refused(fetchdir):
+    members, _ = official_members()
+    md5 = write_tar_gz(fetchdir / "dup.tar.gz", {**members, "data_batch_4": members["data_batch_2"]})
+    msg = fail_fetch(fetchdir, "repeats", url="dup.tar.gz", md5=md5)
+    assert msg == ("archive: cifar-10-batches-py/data_batch_4 repeats 60 image(s) of "
+                   "cifar-10-batches-py/data_batch_2 (first: row 0 = row 0); every image must appear once")
+
+
+def test_test_images_in_the_training_batches_are_refused(fetchdir):
+    x_tr, y_tr = tiny_images(30, 0)
+    x_te, y_te = tiny_images(10, 1)
+    x_te[[3, 7]] = x_tr[[100, 250]]  # two test images copied from data_batch_2 and data_batch_5
+    members = {f"data_batch_{i + 1}": pickle_official(batch_dict("b", x_tr[p], y_tr[p]))
+               for i, p in enumerate(np.array_split(np.arange(300), 5))}
+    members["test_batch"] = pickle_official(batch_dict("t", x_te, y_te))
+    members["batches.meta"] = pickle_official(meta_dict())
+    md5 = write_tar_gz(fetchdir / "leak.tar.gz", members)
+    msg = fail_fetch(fetchdir, "repeats", url="leak.tar.gz", md5=md5)
+    assert msg == ("archive: cifar-10-batches-py/test_batch repeats 1 image(s) of cifar-10-batches-py/data_batch_2 "
+                   "(first: row 3 = row 40); every image must appear once; 1 more pair(s) of members overlap")
+
+
+def _fetch_process(root: Path, tmpdir: Path, timeout: float = 300):
+    """`python -m stages.fetch_data` in root with TMPDIR=tmpdir: (exit code, stdout, stderr, peak MB)."""
+    return run_measured("stages.fetch_data", root, _stage_env(tmpdir), timeout=timeout)
+
+
+def _hostile_archives() -> dict:
+    """{name: (write(path) -> md5, pattern of the error line)}: archives of a few MB at most."""
+    cases = {f"pickle_{name}": (lambda path, data=data: build_archive(path, replace={"data_batch_1": data})[0],
+                                pattern) for name, (data, pattern) in _hostile_pickles().items()}
+    members = official_members()[0]
+    cases["unpacks_to_600_MB"] = (lambda path: write_bomb(path, members, {"readme.html": 600 << 20}),
+                                  r"unpacks to more than 512 MB")
+    cases["thousands_of_entries"] = (lambda path: write_bomb(path, members, {}, extra_entries=5_000),
+                                     r"has more than 64 entries")
+    cases["member_of_70_MB"] = (lambda path: write_bomb(path, {k: v for k, v in members.items() if k != "data_batch_2"},
+                                                        {"data_batch_2": 70 << 20}),
+                                r"data_batch_2 is not a regular file under 64 MB")
+    return cases
+
+
+@pytest.mark.parametrize("name", sorted(_hostile_archives()))
+def test_hostile_archive_fails_in_one_line_in_bounded_memory(tmp_path, name):
+    write, pattern = _hostile_archives()[name]
+    sys_tmp = tmp_path / "systmp"
+    sys_tmp.mkdir()
+    md5 = write(tmp_path / "evil.tar.gz")
+    assert (tmp_path / "evil.tar.gz").stat().st_size < 8 << 20
+    _write_params(tmp_path, url="evil.tar.gz", md5=md5)
+    code, out, err, peak_mb = _fetch_process(tmp_path, sys_tmp)
+    assert code == 1
+    assert re.fullmatch(rf"error: archive: .*{pattern}.*\n", err), err
+    assert peak_mb < 200, f"peak RSS {peak_mb:.0f} MB"  # each asks for >= 600 MB; these peak at ~60 MB
+    assert list((tmp_path / "data").iterdir()) == [] and list(sys_tmp.iterdir()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("form", ["py2", "py3"])
+def test_full_size_archive_fetches_under_1_GB(tmp_path, form):
+    # as large as the official archive (60,000 images; random pixels, so it does not compress):
+    # the whole stage stays under ~1 GB of RSS
+    md5 = write_tar_gz(tmp_path / "full.tar.gz", full_size_members(form))
+    sys_tmp = tmp_path / "systmp"
+    sys_tmp.mkdir()
+    _write_params(tmp_path, url="full.tar.gz", md5=md5, val_size=5000, train_size=None, test_size=None)
+    code, out, err, peak_mb = _fetch_process(tmp_path, sys_tmp)
+    assert code == 0, err
+    info = json.loads((tmp_path / paths.FETCH_INFO).read_text())
+    assert info["sizes"] == {"train": 45_000, "val": 5_000, "test": 10_000}
+    assert peak_mb < 1024, f"peak RSS {peak_mb:.0f} MB"
+    assert list(sys_tmp.iterdir()) == [] and not list((tmp_path / "data").glob(".tmp-*"))
