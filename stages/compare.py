@@ -17,7 +17,7 @@ import numpy as np
 
 from study import paths
 from study.data import class_names
-from study.io import StageError, run_stage, save_figure, write_json, write_text
+from study.io import StageError, load_npz, read_input, run_stage, save_figure, write_json, write_text
 from study.params import load
 
 BASE, OTHER = paths.MODEL_NAMES          # ("baseline", "center_loss")
@@ -43,24 +43,19 @@ def confusion_file(name: str):
 
 def read_json(path, stage: str):
     """Parsed JSON of another stage's output; missing = StageError naming the stage to run."""
-    if not path.exists():
-        raise StageError(f"{path}: not found; run `dvc repro {stage}` first")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise StageError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+    return read_input(path, stage, lambda p: json.loads(p.read_text()), "JSON file")
 
 
 def read_curve(path, stage: str) -> tuple[np.ndarray, np.ndarray]:
     """(steps, values) of a DVCLive TSV (columns: [timestamp,] step, <metric>)."""
-    if not path.exists():
-        raise StageError(f"{path}: not found; run `dvc repro {stage}` first")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    if not rows or "step" not in rows[0]:
-        raise StageError(f"{path}: expected a DVCLive TSV with a 'step' column")
-    value_key = [k for k in rows[0] if k not in ("step", "timestamp")][0]
-    return (np.array([int(r["step"]) for r in rows]), np.array([float(r[value_key]) for r in rows]))
+    def read(p):
+        with open(p, newline="") as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+        if not rows or "step" not in rows[0]:
+            raise StageError(f"{p}: expected a DVCLive TSV with a 'step' column; run `dvc repro {stage}`")
+        value_key = [k for k in rows[0] if k not in ("step", "timestamp")][0]
+        return np.array([int(r["step"]) for r in rows]), np.array([float(r[value_key]) for r in rows])
+    return read_input(path, stage, read, "DVCLive TSV")
 
 
 def confusion_matrix(records: list[dict], classes: list[str]) -> np.ndarray:
@@ -99,13 +94,8 @@ def kmeans_nmi(x: np.ndarray, y: np.ndarray, params: dict) -> float:
 
 def read_dense(name: str) -> tuple[np.ndarray, np.ndarray]:
     """(dense (n, 512) float, y (n,)) from data/activations/<name>.npz."""
-    path = paths.activations_file(name)
-    if not path.exists():
-        raise StageError(f"{path}: not found; run `dvc repro extract_activations@{name}` first")
-    with np.load(path) as f:
-        if paths.FEATURE_LAYER not in f or "y" not in f:
-            raise StageError(f"{path}: expected arrays '{paths.FEATURE_LAYER}' and 'y'")
-        return f[paths.FEATURE_LAYER].astype(np.float64), f["y"].astype(int)
+    f = load_npz(paths.activations_file(name), f"extract_activations@{name}", (paths.FEATURE_LAYER, "y"))
+    return f[paths.FEATURE_LAYER].astype(np.float64), f["y"].astype(int)
 
 
 def model_metrics(name: str, classes: list[str], params: dict) -> tuple[dict, np.ndarray]:

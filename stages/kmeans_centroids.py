@@ -33,23 +33,15 @@ def dense_features(model, x: np.ndarray, batch_size: int) -> np.ndarray:
         for i in range(0, len(x), batch_size)]).astype(np.float32)
 
 
-def load_baseline():
-    """models/baseline.keras, or a one-line error saying which stage makes it."""
-    from study.model import load_trained
-    model = load_trained(BASELINE)
-    if paths.FEATURE_LAYER not in [layer.name for layer in model.layers]:
-        raise StageError(f"{paths.model_file(BASELINE)}: has no layer named {paths.FEATURE_LAYER!r}")
-    return model
-
-
 def main(params: dict) -> dict:
     """Cluster the baseline's training features; write matched centroids and metrics."""
     from study.clusters import cluster_metrics, fit_kmeans
+    from study.model import load_trained
 
     x, y = load_split("train")
     classes = class_names()
     check_labels(y, len(classes))
-    model = load_baseline()
+    model = load_trained(BASELINE)
     features = dense_features(model, x, params["batch_size"])        # (N, 512)
     km = fit_kmeans(features, len(classes), params["kmeans"]["n_init"],
                     params["kmeans"]["max_iter"], params["seed"])

@@ -17,7 +17,7 @@ import numpy as np
 
 from study import paths
 from study.data import class_names, load_split
-from study.io import StageError, atomic_path, run_stage
+from study.io import StageError, atomic_path, load_npz, run_stage
 from study.params import load
 
 NAME = "center_loss"
@@ -26,12 +26,7 @@ BASELINE = "baseline"
 
 def load_centroids(n_classes: int, dim: int) -> np.ndarray:
     """The matched k-means centroids (n_classes, dim) float32, checked for shape and finiteness."""
-    if not paths.CENTROIDS.exists():
-        raise StageError(f"{paths.CENTROIDS}: not found; run `dvc repro kmeans_centroids` first")
-    with np.load(paths.CENTROIDS) as f:
-        if "centroids" not in f:
-            raise StageError(f"{paths.CENTROIDS}: no array 'centroids'; rerun kmeans_centroids")
-        c = f["centroids"].astype(np.float32)
+    c = load_npz(paths.CENTROIDS, "kmeans_centroids", ("centroids",))["centroids"].astype(np.float32)
     if c.shape != (n_classes, dim) or not np.isfinite(c).all():
         raise StageError(f"{paths.CENTROIDS}: centroids have shape {c.shape} (or non-finite values); "
                          f"expected finite ({n_classes}, {dim}); rerun kmeans_centroids")

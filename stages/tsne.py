@@ -16,7 +16,7 @@ import numpy as np
 
 from study import paths
 from study.data import class_names
-from study.io import StageError, run_stage, save_figure, write_json, write_text
+from study.io import StageError, load_npz, run_stage, save_figure, write_json, write_text
 from study.params import load
 
 
@@ -28,14 +28,11 @@ def points_tsv(emb2: np.ndarray, y: np.ndarray, classes: list[str]) -> str:
 
 def load_activations(name: str) -> dict[str, np.ndarray]:
     """The arrays extract_activations wrote for this model; fails naming the file if missing or stale."""
-    path = paths.activations_file(name)
-    if not path.exists():
-        raise StageError(f"{path}: not found; run `dvc repro extract_activations@{name}` first")
-    with np.load(path) as f:
-        arrays = {k: f[k] for k in f.files}
+    arrays = load_npz(paths.activations_file(name), f"extract_activations@{name}")
     missing = [k for k in (*paths.ANALYSED_LAYERS, "y", "index") if k not in arrays]
     if missing:
-        raise StageError(f"{path}: lacks {', '.join(missing)}; rerun `dvc repro extract_activations@{name}`")
+        raise StageError(f"{paths.activations_file(name)}: lacks {', '.join(missing)}; "
+                         f"run `dvc repro extract_activations@{name}` to rebuild it")
     return arrays
 
 

@@ -68,13 +68,34 @@ def layer_outputs(model: keras.Model, names) -> keras.Model:
 
 
 def load_trained(name: str, hint: str = "") -> keras.Model:
-    """models/<name>.keras, uncompiled (for inference or weights); missing = one-line StageError."""
-    from study.io import StageError
-    from study.paths import model_file
-    path = model_file(name)
-    if not path.exists():
-        raise StageError(f"{path}: not found; run `dvc repro train_{name}` first{hint}")
-    return keras.saving.load_model(path, compile=False)
+    """models/<name>.keras, uncompiled (for inference or weights), checked to be the study's CNN:
+    32x32x3 input, 10 classes, the analysed layers. Anything else is a one-line StageError
+    naming the file and the stage that rebuilds it."""
+    import zipfile
+
+    from study.io import StageError, read_input
+    from study.paths import ANALYSED_LAYERS, model_file
+    path, stage = model_file(name), f"train_{name}"
+
+    def read(p):
+        if p.stat().st_size == 0:
+            raise ValueError("an empty file")
+        if not zipfile.is_zipfile(p):  # Keras would say "File not found" of a file that exists
+            raise ValueError("not a .keras zip archive: truncated, or another format")
+        return keras.saving.load_model(p, compile=False)
+
+    if not path.is_file():
+        raise StageError(f"{path}: not found; run `dvc repro {stage}` first{hint}")
+    model = read_input(path, stage, read, "Keras model")
+    names = [layer.name for layer in model.layers]
+    missing = [n for n in ANALYSED_LAYERS if n not in names]
+    if missing or tuple(model.input_shape[1:]) != INPUT_SHAPE or model.output_shape[-1] != N_CLASSES:
+        what = f"no layer {missing[0]!r}" if missing else \
+            f"input {model.input_shape[1:]} and {model.output_shape[-1]} outputs"
+        raise StageError(f"{path}: has {what}; expected the study's CNN ({INPUT_SHAPE} input, "
+                         f"{N_CLASSES} classes, layers {', '.join(ANALYSED_LAYERS)}); "
+                         f"run `dvc repro {stage}` to rebuild it")
+    return model
 
 
 def summary_text(model: keras.Model) -> str:

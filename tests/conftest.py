@@ -118,3 +118,32 @@ def run_measured(module: str, cwd: Path, env: dict, *args: str, timeout: float =
                            env={**env, "PEAK_RSS_FILE": str(peak_file)}, capture_output=True, text=True,
                            timeout=timeout, stdin=subprocess.DEVNULL)
         return r.returncode, r.stdout, r.stderr, int(peak_file.read_text()) / 1024
+
+
+def stage_process(root: Path, module: str, *args: str, sys_tmp: Path | None = None, timeout: float = 300):
+    """Run `python -m stages.<module> args` in root (TMPDIR=sys_tmp if given); CompletedProcess."""
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    if sys_tmp is not None:
+        env["TMPDIR"] = str(sys_tmp)
+    return subprocess.run([sys.executable, "-m", f"stages.{module}", *args], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def assert_one_line_error(r, pattern: str, code: int = 1) -> str:
+    """The process exited `code` with exactly one `error: ...` line on stderr matching `pattern`
+    (TensorFlow's own start-up lines aside) and no traceback; returns that line."""
+    import re
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.returncode == code, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    assert len(errors) == 1 and re.fullmatch(pattern, errors[0]), r.stderr
+    return errors[0]
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """{relative path: contents} of every file under root/data and root/models (hidden ones too)."""
+    return {str(p.relative_to(root)): p.read_bytes() for d in ("data", "models") if (root / d).exists()
+            for p in sorted((root / d).rglob("*")) if p.is_file()}

@@ -28,7 +28,7 @@ from tests.cifar_archive import (CLASSES, FORMS, bad_dtype_batch, bad_label_batc
                                  batch_dict, batch_pickle, build_archive, int_list, malicious_pickle, md5_file, meta_dict,
                                  full_size_members, official_members, pickle_official, py2_array, raw_pickle,
                                  tiny_images, write_bomb, write_tar_gz)
-from tests.conftest import REPO, run_measured, tiny_params
+from tests.conftest import REPO, assert_one_line_error, run_measured, stage_process, tiny_params, tree
 
 OUTPUT_FILES = [paths.TRAIN, paths.VAL, paths.TEST, paths.CLASSES, paths.FETCH_INFO]
 
@@ -546,3 +546,43 @@ def test_full_size_archive_fetches_under_1_GB(tmp_path, form):
     assert info["sizes"] == {"train": 45_000, "val": 5_000, "test": 10_000}
     assert peak_mb < 1024, f"peak RSS {peak_mb:.0f} MB"
     assert list(sys_tmp.iterdir()) == [] and not list((tmp_path / "data").glob(".tmp-*"))
+
+
+# ---------------------------------------------------------------- user errors: one line, nothing left
+
+_ROWS2 = py2_array((2, 3072), np.arange(2 * 3072, dtype=np.uint8).tobytes())
+_LABEL_CASES = {
+    "nested": pickle.EMPTY_LIST + pickle.MARK + pickle.EMPTY_LIST + pickle.BININT1 + b"\x01" + pickle.APPEND
+              + pickle.BININT1 + b"\x02" + pickle.APPENDS,                               # [[1], 2]
+    "self_referencing": pickle.EMPTY_LIST + pickle.BINPUT + b"\x00" + pickle.MARK + pickle.BINGET + b"\x00"
+                        + pickle.BININT1 + b"\x01" + pickle.APPENDS,                     # L = [L, 1]
+    "deeply_nested": pickle.EMPTY_LIST * 50_000 + pickle.APPEND * 49_999,              # [[[[...]]]], 50,000 deep
+}
+
+
+@pytest.mark.parametrize("labels", sorted(_LABEL_CASES))
+def test_label_lists_that_are_not_flat_are_one_line(tmp_path, labels):
+    md5, _ = build_archive(tmp_path / "a.tar.gz", replace={"data_batch_3": batch_pickle(_ROWS2, _LABEL_CASES[labels])})
+    _write_params(tmp_path, url="a.tar.gz", md5=md5)
+    sys_tmp = tmp_path / "systmp"
+    sys_tmp.mkdir()
+    r = stage_process(tmp_path, "fetch_data", sys_tmp=sys_tmp)
+    assert_one_line_error(r, r"error: archive: cifar-10-batches-py/data_batch_3: labels must be a flat list "
+                             r"of integers \(item 0 is a list\)")
+    assert tree(tmp_path) == {} and list(sys_tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize("data,line", [
+    # the tiny archive: 300 training images (val 50 leaves 250), 100 test images, 10 classes
+    ({"test_size": 95}, r"error: data.test_size = 95 is not allowed: a stratified subset of 100 images needs at "
+                        r"least one image per class in it and left out of it; allowed: 10\.\.90, or 100 for all"),
+    ({"train_size": 245}, r"error: data.train_size = 245 is not allowed: .* allowed: 10\.\.240, or 250 for all"),
+    ({"val_size": 295}, r"error: data.val_size = 295 is too large: the archive has 300 training images; allowed: <= 290"),
+])
+def test_split_sizes_that_leave_a_class_out_are_one_line(tmp_path, cifar_server, data, line):
+    _write_params(tmp_path, url=cifar_server.archive_url, md5=cifar_server.md5, **data)
+    sys_tmp = tmp_path / "systmp"
+    sys_tmp.mkdir()
+    r = stage_process(tmp_path, "fetch_data", sys_tmp=sys_tmp)
+    assert_one_line_error(r, line)
+    assert tree(tmp_path) == {} and list(sys_tmp.iterdir()) == []

@@ -6,8 +6,8 @@ import sys
 import pytest
 import yaml
 
-from study.params import ParamsError, load, validate
-from tests.conftest import REPO, tiny_params
+from study.params import ParamsError, load, parse, validate
+from tests.conftest import REPO, assert_one_line_error, stage_process, tiny_params, tree
 
 
 def _with(key: str, value):
@@ -85,3 +85,43 @@ def test_stage_fails_before_heavy_work_with_one_line(tmp_path):
     assert r.stderr.strip().splitlines() == [
         "error: params.yaml: optimizer = 'adagrad' is not allowed; allowed: adam, sgd, rmsprop"]
     assert not (tmp_path / "models").exists() and not (tmp_path / "plots").exists()
+
+
+def test_numbers_as_dvc_writes_them():
+    # `dvc exp run -S learning_rate=1e-5` writes `learning_rate: 1e-05`; YAML 1.1 would read a string
+    text = "a: 1e-05\nb: 1E-3\nc: .5\nd: 1_000\ne: -2.5e+3\nf: 0.001\ng: '1e-5'\nh: 1e\ni: 10\n"
+    assert parse(text) == {"a": 1e-05, "b": 0.001, "c": 0.5, "d": 1000, "e": -2500.0, "f": 0.001,
+                           "g": "1e-5", "h": "1e", "i": 10}
+    p = tiny_params()
+    text = yaml.safe_dump(p, sort_keys=False).replace("learning_rate: 0.001", "learning_rate: 1e-05")
+    assert "learning_rate: 1e-05" in text
+    assert validate(parse(text))["learning_rate"] == 1e-05
+
+
+PARAMS_TEXT = yaml.safe_dump(tiny_params(), sort_keys=False)
+
+
+@pytest.mark.parametrize("write,line", [
+    (lambda p: p.mkdir(), r"error: params.yaml: is a directory; expected the params file \(YAML text\)"),
+    (lambda p: p.write_bytes(PARAMS_TEXT.encode().replace(b"adam", b"ad\xe4m")),
+     r"error: params.yaml: not UTF-8 text \(byte 0xe4 at offset \d+\)"),
+    (lambda p: p.write_text(PARAMS_TEXT + "seed: 1\n"), r"error: params.yaml: key 'seed' is given twice \(line \d+\); keep one"),
+    (lambda p: p.write_text(PARAMS_TEXT.replace("  n_init: 2\n", "  n_init: 2\n  n_init: 3\n")),
+     r"error: params.yaml: key 'n_init' is given twice \(line \d+\); keep one"),
+    (lambda p: p.write_text(yaml.safe_dump({**tiny_params(), "data": 5})),
+     r"error: params.yaml: data = 5 is not allowed; allowed: a section of keys \(data.url, data.md5, .*\)"),
+    (lambda p: p.write_text("seed: " + "[" * 50_000 + "]" * 50_000), r"error: params.yaml: nested too deeply to be a params file"),
+    (lambda p: p.write_text(PARAMS_TEXT.replace("seed: 0", "seed: &s [1, *s]")),
+     r"error: params.yaml: seed = \[1, \[1, \[1, \[\.\.\.\]\]\]\] is not allowed; allowed: an integer in \[0, 2147483647\]"),
+    (lambda p: p.write_text(PARAMS_TEXT.replace("\nepochs: 1\n", "\nepochs: 5000\n")),
+     r"error: params.yaml: epochs = 5000 is not allowed; allowed: an integer in \[1, 1000\]"),
+    (lambda p: p.write_text("\x00" * 2_000_000), r"error: params.yaml: larger than 1024 KiB; .*"),
+])
+def test_unreadable_params_file_is_one_line_in_every_stage(tmp_path, write, line):
+    write(tmp_path / "params.yaml")
+    sys_tmp = tmp_path / "systmp"
+    sys_tmp.mkdir()
+    for stage in ("fetch_data", "train_baseline"):
+        r = stage_process(tmp_path, stage, sys_tmp=sys_tmp, timeout=120)
+        assert_one_line_error(r, line)
+    assert tree(tmp_path) == {} and list(sys_tmp.iterdir()) == []

@@ -1,13 +1,20 @@
 """study.train and stages.train_baseline on tiny synthetic data: outputs, determinism, schedules."""
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
+import yaml
 
 from study import paths
 from study.io import StageError
 from study.train import _callbacks, lr_for_epoch, make_dataset
+from tests.conftest import REPO, assert_one_line_error, tree
 
 
 def _read_tsv_column(path, column):
@@ -95,3 +102,32 @@ def test_dataset_preprocesses_and_augments_in_graph():
     a1 = next(iter(make_dataset(x, y, 8, augment=True, seed=3)))[0].numpy()
     assert a1.shape == (8, 32, 32, 3) and not np.allclose(a1, x / 255.0)
     assert 0.0 <= a1.min() and a1.max() <= 1.0
+
+
+@pytest.mark.parametrize("sig,code,how", [(signal.SIGINT, 1, "Ctrl-C \\(SIGINT\\)"),
+                                          (signal.SIGTERM, 128 + signal.SIGTERM, "SIGTERM")])
+def test_interrupted_training_is_one_line_and_leaves_no_output(workdir, tmp_path, sig, code, how):
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["epochs"] = 1000  # would run for an hour: stopped mid-training
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    sys_tmp = tmp_path / "systmp"
+    sys_tmp.mkdir()
+    before = tree(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "stages.train_baseline"], cwd=tmp_path, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(sys_tmp)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    live_tmp = tmp_path / "plots" / ".train_baseline.tmp"
+    try:
+        deadline = time.monotonic() + 120
+        while not (live_tmp / "metrics.json").exists() and time.monotonic() < deadline:  # an epoch is done
+            time.sleep(0.2)
+        assert (live_tmp / "metrics.json").exists(), "training never started"
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert_one_line_error(subprocess.CompletedProcess(proc.args, proc.returncode, out, err),
+                          f"error: interrupted by {how} before the stage finished; `dvc repro` runs it again", code)
+    assert tree(tmp_path) == before                       # no model, nothing half-written in data/ or models/
+    assert not live_tmp.exists() and not (tmp_path / "plots" / "train_baseline").exists()
+    assert list(sys_tmp.iterdir()) == []
