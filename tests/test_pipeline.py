@@ -113,3 +113,16 @@ def test_plots_show_lists_curves_embeddings_heatmaps_and_confusion(pipeline_repo
         assert f"plots/train_{name}/plots/sklearn/confusion_matrix.json" in ids
     assert {"accuracy", "cross_entropy", "learning_rate", "center_loss_terms", "center_distances"} <= ids
     assert {"plots/compare/curves.png", "plots/compare/confusion_matrices.png"} <= ids
+
+
+def test_exp_run_with_a_learning_rate_in_exponent_form(pipeline_repo):
+    # DVC writes `learning_rate: 1e-05`, a string to YAML 1.1 readers; every stage must read a number
+    dvc(pipeline_repo, "exp", "run", "--temp", "-n", "lr-1e-5", "-S", "learning_rate=1e-5")
+    ref = next(line.split()[-1] for line in git(pipeline_repo, "for-each-ref", "refs/exps").splitlines()
+               if line.endswith("/lr-1e-5"))
+    assert "\nlearning_rate: 1e-05\n" in git(pipeline_repo, "show", f"{ref}:params.yaml")
+    for name in ("baseline", "center_loss"):
+        tsv = git(pipeline_repo, "show", f"{ref}:plots/train_{name}/plots/metrics/learning_rate.tsv")
+        rates = [float(line.split("\t")[-1]) for line in tsv.splitlines()[1:]]
+        assert rates and all(r == pytest.approx(1e-05, rel=1e-6) for r in rates)  # the rate trained with
+    assert json.loads(dvc(pipeline_repo, "status", "--json").stdout) == {}  # workspace untouched
