@@ -103,7 +103,8 @@ def _raise_terminated(signum, _frame):
 def run_stage(main, *args) -> None:
     """Run a stage's main(); user-fixable errors and interruptions become one line on stderr.
 
-    ParamsError / StageError and Ctrl-C (SIGINT) exit 1; SIGTERM exits 143 (128 + 15).
+    ParamsError / StageError, OSError (disk full, no permission) and Ctrl-C (SIGINT) exit 1;
+    SIGTERM exits 143 (128 + 15).
     Outputs are written atomically, so an interrupted stage leaves no half-written file."""
     from study.params import ParamsError
     signal.signal(signal.SIGTERM, _raise_terminated)
@@ -111,6 +112,10 @@ def run_stage(main, *args) -> None:
         main(*args)
     except (ParamsError, StageError) as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as e:  # a full disk, a read-only or vanished folder: the user's to fix
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
         sys.exit(1)
     except (KeyboardInterrupt, Terminated) as e:
         how = "Ctrl-C (SIGINT)" if isinstance(e, KeyboardInterrupt) else "SIGTERM"

@@ -586,3 +586,11 @@ def test_split_sizes_that_leave_a_class_out_are_one_line(tmp_path, cifar_server,
     r = stage_process(tmp_path, "fetch_data", sys_tmp=sys_tmp)
     assert_one_line_error(r, line)
     assert tree(tmp_path) == {} and list(sys_tmp.iterdir()) == []
+
+
+def test_an_output_folder_that_is_a_file_is_one_line(tmp_path, cifar_server):
+    _write_params(tmp_path, url=cifar_server.archive_url, md5=cifar_server.md5)
+    (tmp_path / "data").write_text("not a folder")
+    r = stage_process(tmp_path, "fetch_data")
+    assert_one_line_error(r, r"error: data/train.npz: Not a directory")
+    assert (tmp_path / "data").read_text() == "not a folder"
