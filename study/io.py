@@ -16,12 +16,13 @@ class StageError(RuntimeError):
     """A problem the user can fix (bad input, bad data); printed as one line, exit 1."""
 
 
-def read_input(path, stage: str, read, what: str = "file"):
+def read_input(path, stage: str, read, what: str = "file", hint: str = ""):
     """`read(path)` of a file another stage writes. Missing or unreadable (empty, truncated, another
-    format) is a one-line StageError naming the file and the `dvc repro` command that rebuilds it."""
+    format) is a one-line StageError naming the file and the `dvc repro` command that rebuilds it
+    (`hint` is added to the not-found line)."""
     path = Path(path)
     if not path.is_file():
-        raise StageError(f"{path}: not found; run `dvc repro {stage}` first")
+        raise StageError(f"{path}: not found; run `dvc repro {stage}` first{hint}")
     try:
         return read(path)
     except StageError:
@@ -32,14 +33,15 @@ def read_input(path, stage: str, read, what: str = "file"):
                          f"run `dvc repro {stage}` to rebuild it") from None
 
 
-def load_npz(path, stage: str, keys=None) -> dict:
-    """The arrays (all, or the named `keys`) of an .npz another stage writes, via read_input."""
+def load_npz(path, stage: str, required=()) -> dict:
+    """All arrays of an .npz another stage writes (via read_input); one of `required` missing
+    is a one-line StageError naming the stage that rebuilds the file."""
     def read(p):
         with np.load(p, allow_pickle=False) as f:
-            missing = [k for k in keys or () if k not in f.files]
+            missing = [k for k in required if k not in f.files]
             if missing:
                 raise StageError(f"{p}: lacks {', '.join(missing)}; run `dvc repro {stage}` to rebuild it")
-            return {k: f[k] for k in (keys or f.files)}
+            return {k: f[k] for k in f.files}
     return read_input(path, stage, read, "NumPy .npz file")
 
 

@@ -84,9 +84,7 @@ def load_trained(name: str, hint: str = "") -> keras.Model:
             raise ValueError("not a .keras zip archive: truncated, or another format")
         return keras.saving.load_model(p, compile=False)
 
-    if not path.is_file():
-        raise StageError(f"{path}: not found; run `dvc repro {stage}` first{hint}")
-    model = read_input(path, stage, read, "Keras model")
+    model = read_input(path, stage, read, "Keras model", hint)
     names = [layer.name for layer in model.layers]
     missing = [n for n in ANALYSED_LAYERS if n not in names]
     if missing or tuple(model.input_shape[1:]) != INPUT_SHAPE or model.output_shape[-1] != N_CLASSES:
