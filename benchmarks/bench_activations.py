@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from study import paths
+from study.model import ANALYSED_LAYERS
 from study.params import load
 
 
@@ -50,7 +51,7 @@ def main() -> None:
     model, x = inputs(args.name, args.n, args.synthetic, params["seed"])
     before = peak_rss_mb()
     t0 = time.perf_counter()
-    arrays, explained = extract(model, x, paths.ANALYSED_LAYERS, a["batch_size"], a["pca_dims"], a["surface_images"])
+    arrays, explained = extract(model, x, ANALYSED_LAYERS, a["batch_size"], a["pca_dims"], a["surface_images"])
     seconds = time.perf_counter() - t0
     print(f"n={args.n} batch_size={a['batch_size']} pca_dims={a['pca_dims']}: {seconds:.0f} s; "
           f"peak RSS {before:.0f} MB before extraction, {peak_rss_mb():.0f} MB after; "

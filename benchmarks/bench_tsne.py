@@ -4,7 +4,7 @@ Both embed the same features in 2D with the same perplexity, seed, PCA initialis
 iterations after early exaggeration (scikit-learn's early-exaggeration phase is fixed at 250
 steps and counted in its max_iter, so it gets max_iter = 250 + tsne.n_iter; equal work when
 tsne.early_exaggeration_iter is 250, the default), on all cores; the table gives wall time
-and kNN accuracy (study.embedding.knn_accuracy, k = tsne.knn_k, seeded 5-fold CV) of each.
+and kNN accuracy (study.tsne.knn_accuracy, k = tsne.knn_k, seeded 5-fold CV) of each.
 
 Needs data/activations/<name>.npz (`dvc repro extract_activations@<name>`). Run from the repo root:
     .venv/bin/python -m benchmarks.bench_tsne --name baseline --layers dense conv2d_4 [--n 10000] [--out bench.json]
@@ -19,8 +19,9 @@ import time
 import numpy as np
 
 from study import paths
+from study.model import ANALYSED_LAYERS
 from study.data import stratified_subset
-from study.embedding import knn_accuracy, tsne
+from study.tsne import knn_accuracy, tsne
 from study.params import load
 
 SKLEARN_EXAGGERATION_ITER = 250  # fixed inside sklearn.manifold.TSNE
@@ -53,7 +54,7 @@ def bench_layer(x, y, t: dict, seed: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--name", choices=paths.MODEL_NAMES, default="baseline")
-    ap.add_argument("--layers", nargs="+", choices=paths.ANALYSED_LAYERS, default=["dense"])
+    ap.add_argument("--layers", nargs="+", choices=ANALYSED_LAYERS, default=["dense"])
     ap.add_argument("--n", type=int, default=None, help="stratified subsample of the activations (default: all)")
     ap.add_argument("--out", help="also write the results as JSON here")
     args = ap.parse_args()

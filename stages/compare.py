@@ -18,6 +18,7 @@ import numpy as np
 from study import paths
 from study.data import class_names
 from study.io import StageError, load_npz, read_input, run_stage, save_figure, write_json, write_text
+from study.model import ANALYSED_LAYERS, FEATURE_LAYER
 from study.params import load
 
 BASE, OTHER = paths.MODEL_NAMES          # ("baseline", "center_loss")
@@ -94,8 +95,8 @@ def kmeans_nmi(x: np.ndarray, y: np.ndarray, params: dict) -> float:
 
 def read_dense(name: str) -> tuple[np.ndarray, np.ndarray]:
     """(dense (n, 512) float, y (n,)) from data/activations/<name>.npz."""
-    f = load_npz(paths.activations_file(name), f"extract_activations@{name}", (paths.FEATURE_LAYER, "y"))
-    return f[paths.FEATURE_LAYER].astype(np.float64), f["y"].astype(int)
+    f = load_npz(paths.activations_file(name), f"extract_activations@{name}", (FEATURE_LAYER, "y"))
+    return f[FEATURE_LAYER].astype(np.float64), f["y"].astype(int)
 
 
 def model_metrics(name: str, classes: list[str], params: dict) -> tuple[dict, np.ndarray]:
@@ -112,7 +113,7 @@ def model_metrics(name: str, classes: list[str], params: dict) -> tuple[dict, np
         "test": {"accuracy": float(train["test"]["accuracy"]), "loss": float(train["test"]["loss"])},
         "per_class_accuracy": per_class_accuracy(cm, classes),
         "layers": {layer: {k: tsne.get(layer, {}).get(k) for k in TSNE_KEYS}
-                   for layer in paths.ANALYSED_LAYERS},
+                   for layer in ANALYSED_LAYERS},
         "dense": dense,
         "gradcam": {k: cam.get(k) for k in GRADCAM_KEYS},
     }, cm
@@ -174,13 +175,13 @@ def report_markdown(metrics: dict, classes: list[str]) -> str:
              "", "## Per-layer kNN accuracy and silhouette (t-SNE stages)", "",
              table(["layer", "metric"] + names,
                    [[layer, k] + [m[n]["layers"][layer][k] for n in names]
-                    for layer in paths.ANALYSED_LAYERS for k in TSNE_KEYS]),
+                    for layer in ANALYSED_LAYERS for k in TSNE_KEYS]),
              "", "## Figures", "",
              "### Training curves (train solid, validation dashed)", "",
              image("training curves", paths.COMPARE_DIR / "curves.png", out), "",
              "### Test confusion matrices", "",
              image("confusion matrices", paths.COMPARE_DIR / "confusion_matrices.png", out), ""]
-    for layer in paths.ANALYSED_LAYERS:
+    for layer in ANALYSED_LAYERS:
         parts += [side_by_side(f"3D t-SNE of {layer}", names,
                                [paths.tsne_image_3d(n, layer) for n in names], out), ""]
     parts += [side_by_side("Grad-CAM on conv2d_4", names,

@@ -2,18 +2,17 @@
 
 Run as `python -m stages.extract_activations <name>` with <name> baseline or center_loss.
 Reads params.yaml (seed, activations.*), models/<name>.keras, data/test.npz.
-Writes data/activations/<name>.npz with, for each layer in study.paths.ANALYSED_LAYERS,
+Writes data/activations/<name>.npz with, for each layer in study.model.ANALYSED_LAYERS,
 `<layer>`: (n, d) float32 (conv2d, conv2d_4: PCA-reduced to d = activations.pca_dims;
 dense: d = 512; dense_1: d = 10, softmax), `y` (n,) labels, `index` (n,) test-split
 indices, and for the conv layers `surface_<layer>`: (surface_images, H, W) channel-mean
 maps of the first sampled images, `surface_index` their test-split indices.
 """
-import sys
 
 from study import paths
 from study.data import load_split
-from study.io import run_stage, write_npz
-from study.params import load
+from study.io import run_model_stage, write_npz
+from study.model import ANALYSED_LAYERS
 
 
 def main(params: dict, name: str) -> dict[str, float]:
@@ -27,7 +26,7 @@ def main(params: dict, name: str) -> dict[str, float]:
     import keras
     keras.utils.set_random_seed(params["seed"])
     model = load_trained(name)
-    arrays, explained = extract(model, x[index], paths.ANALYSED_LAYERS, a["batch_size"],
+    arrays, explained = extract(model, x[index], ANALYSED_LAYERS, a["batch_size"],
                                 a["pca_dims"], a["surface_images"])
     n_surf = min(a["surface_images"], len(index))
     write_npz(paths.activations_file(name), **arrays, y=y[index], index=index,
@@ -38,4 +37,4 @@ def main(params: dict, name: str) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    run_stage(lambda: main(load(), paths.model_name_arg(sys.argv[1:])))
+    run_model_stage(main)

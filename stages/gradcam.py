@@ -7,24 +7,16 @@ images each: original, predicted-class overlay, true-class overlay; misclassifie
 titles in red) and plots/gradcam/<name>/metrics.json (deletion/insertion AUC of the
 predicted-class maps and of a seeded random ranking, averaged over the grid's images).
 """
-import sys
-
-
 from study import paths
 from study.data import class_names, load_split, preprocess
-from study.io import run_stage, save_figure, write_json
-from study.params import load
-
-def parse_name(argv: list[str]) -> str:
-    """The one CLI argument, a model name; anything else is a one-line StageError."""
-    return paths.model_name_arg(argv)
+from study.io import run_model_stage, save_figure, write_json
 
 
 def main(params: dict, name: str) -> dict:
     """Draw the grid and write the faithfulness metrics of one model; return the metrics."""
-    from study.cam import grad_cam, pick_images
+    from study.gradcam import grad_cam, pick_images
     from study.model import load_trained
-    from study.cam_plots import grid_figure
+    from study.gradcam_plots import grid_figure
     from study.faithfulness import faithfulness
 
     cfg, seed = params["gradcam"], params["seed"]
@@ -50,11 +42,5 @@ def main(params: dict, name: str) -> dict:
     return metrics
 
 
-def cli(argv: list[str]) -> dict:
-    """Check the model name, then params, then run main."""
-    name = parse_name(argv)
-    return main(load(), name)
-
-
 if __name__ == "__main__":
-    run_stage(cli, sys.argv[1:])
+    run_model_stage(main)

@@ -11,6 +11,7 @@ import numpy as np
 from study import paths
 from study.data import class_names, load_split, preprocess
 from study.io import StageError, run_stage, write_json, write_npz
+from study.model import FEATURE_LAYER
 from study.params import load
 
 BASELINE = "baseline"
@@ -27,7 +28,7 @@ def check_labels(y: np.ndarray, k: int) -> None:
 def dense_features(model, x: np.ndarray, batch_size: int) -> np.ndarray:
     """(N, 512) float32 `dense` activations of uint8 images, predicted batch by batch."""
     from study.model import layer_outputs
-    features = layer_outputs(model, [paths.FEATURE_LAYER])
+    features = layer_outputs(model, [FEATURE_LAYER])
     return np.concatenate([
         np.asarray(features(preprocess(x[i:i + batch_size]), training=False))
         for i in range(0, len(x), batch_size)]).astype(np.float32)

@@ -1,6 +1,6 @@
 """train_center_loss: the seed CNN, same builder and recipe as the baseline, with center loss.
 
-Loss = cross-entropy + lambda * intra + mu * inter on the `dense` features (study.losses);
+Loss = cross-entropy + lambda * intra + mu * inter on the `dense` features (study.center_loss);
 centres start at the matched k-means centroids and move by Wen et al.'s rule (rate alpha).
 center_loss.init = scratch: fresh weights from the same seed as the baseline (the fair
 comparison); baseline: fine-tune from models/baseline.keras.
@@ -56,7 +56,7 @@ def save_centers(centers: np.ndarray) -> None:
 
 def main(params: dict) -> dict:
     """Train the center-loss model, save it (plain CNN) and its centres; return test metrics."""
-    from study.losses import CenterLossTrainer
+    from study.center_loss import CenterLossTrainer
     from study.model import FEATURE_DIM, build_model
     from study.train import set_seed, train_and_evaluate
 

@@ -10,14 +10,13 @@ Writes under plots/tsne/<name>/:
   metrics.json         {"<layer>": {"knn_accuracy_2d", "knn_accuracy_3d", "knn_accuracy_features",
                         "trustworthiness_2d", "silhouette_2d", "silhouette_features"}}
 """
-import sys
 
 import numpy as np
 
 from study import paths
 from study.data import class_names
-from study.io import StageError, load_npz, run_stage, save_figure, write_json, write_text
-from study.params import load
+from study.io import StageError, load_npz, run_model_stage, save_figure, write_json, write_text
+from study.model import ANALYSED_LAYERS
 
 
 def points_tsv(emb2: np.ndarray, y: np.ndarray, classes: list[str]) -> str:
@@ -29,7 +28,7 @@ def points_tsv(emb2: np.ndarray, y: np.ndarray, classes: list[str]) -> str:
 def load_activations(name: str) -> dict[str, np.ndarray]:
     """The arrays extract_activations wrote for this model; fails naming the file if missing or stale."""
     return load_npz(paths.activations_file(name), f"extract_activations@{name}",
-                    (*paths.ANALYSED_LAYERS, "y", "index"))
+                    (*ANALYSED_LAYERS, "y", "index"))
 
 
 def check_knn_k(k: int, n: int) -> None:
@@ -41,7 +40,7 @@ def check_knn_k(k: int, n: int) -> None:
 
 def embed_layer(name: str, layer: str, feats, y, classes, t: dict, seed: int) -> dict[str, float]:
     """Embed one layer in 2D and 3D, write its tsv and images, return its metrics."""
-    from study.embedding import layer_metrics, tsne
+    from study.tsne import layer_metrics, tsne
     from study.tsne_plots import scatter_3d
 
     emb2, emb3 = (tsne(feats, d, t["perplexity"], t["n_iter"], seed, t["early_exaggeration_iter"])
@@ -68,7 +67,7 @@ def main(params: dict, name: str) -> dict:
     y = arrays["y"].astype(np.int64)
     check_knn_k(t["knn_k"], len(y))
     metrics = {}
-    for layer in paths.ANALYSED_LAYERS:
+    for layer in ANALYSED_LAYERS:
         metrics[layer] = embed_layer(name, layer, arrays[layer], y, classes, t, seed)
         print(f"{name} {layer}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics[layer].items()))
         if f"surface_{layer}" in arrays:  # conv layers only
@@ -78,4 +77,4 @@ def main(params: dict, name: str) -> dict:
 
 
 if __name__ == "__main__":
-    run_stage(lambda: main(load(), paths.model_name_arg(sys.argv[1:])))
+    run_model_stage(main)

@@ -102,6 +102,26 @@ def _raise_terminated(signum, _frame):
     raise Terminated(signum)
 
 
+def model_name_arg(argv: list[str]) -> str:
+    """The one CLI argument of a foreach stage (`python -m stages.<stage> baseline`), checked."""
+    from study.paths import MODEL_NAMES
+    if len(argv) != 1 or argv[0] not in MODEL_NAMES:
+        raise StageError(f"model name argument {' '.join(argv) or '(none)'!r} is not allowed; "
+                         f"allowed: exactly one of {', '.join(MODEL_NAMES)}")
+    return argv[0]
+
+
+def run_model_stage(main) -> None:
+    """Entry point of a foreach stage: check the model name (sys.argv), then load params.yaml,
+    then `main(params, name)`, all under run_stage."""
+    from study.params import load
+
+    def checked():
+        name = model_name_arg(sys.argv[1:])
+        return main(load(), name)
+    run_stage(checked)
+
+
 def run_stage(main, *args) -> None:
     """Run a stage's main(); user-fixable errors and interruptions become one line on stderr.
 

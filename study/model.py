@@ -6,8 +6,10 @@ study.data.preprocess); the model ends in a softmax, so it outputs probabilities
 """
 from __future__ import annotations
 
-import keras
-from keras import layers
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # keras is imported where it is used: importing the layer names must stay cheap
+    import keras
 
 N_CLASSES = 10
 INPUT_SHAPE = (32, 32, 3)
@@ -18,9 +20,17 @@ _CONVS = ((64, True, False), (64, False, True),
           (256, True, True))
 _DROPOUT_CONV, _DROPOUT_DENSE = 0.25, 0.5
 
+# The layers later stages use, by the seed's names (../shared/PIPELINE.md).
+ANALYSED_LAYERS = ("conv2d", "conv2d_4", "dense", "dense_1")  # first conv, last conv, first and last dense
+FEATURE_LAYER = "dense"       # the 512-d embedding k-means and the center loss work on
+CAM_LAYER = "conv2d_4"        # the last conv layer, 8 x 8: Grad-CAM's maps
+OUTPUT_LAYER = "dense_1"      # the softmax over the 10 classes
+
 
 def build_model(batch_norm: bool = True) -> keras.Sequential:
     """The seed CNN: 693,834 params with batch_norm, 692,042 without (variant a)."""
+    import keras
+    from keras import layers
     stack = [keras.Input(shape=INPUT_SHAPE, name="image")]
     n_bn = n_pool = 0
     for i, (filters, has_bn, ends_block) in enumerate(_CONVS):
@@ -58,6 +68,7 @@ def layer_outputs(model: keras.Model, names) -> keras.Model:
     missing = [n for n in names if n not in {layer.name for layer in model.layers}]
     if missing:
         raise ValueError(f"model {model.name!r} has no layer {missing[0]!r}")
+    import keras
     image = keras.Input(shape=model.input_shape[1:], name="image")
     h, outputs = image, {}
     for layer in model.layers:
@@ -73,8 +84,10 @@ def load_trained(name: str, hint: str = "") -> keras.Model:
     naming the file and the stage that rebuilds it."""
     import zipfile
 
+    import keras
+
     from study.io import StageError, read_input
-    from study.paths import ANALYSED_LAYERS, model_file
+    from study.paths import model_file
     path, stage = model_file(name), f"train_{name}"
 
     def read(p):

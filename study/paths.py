@@ -15,15 +15,6 @@ FETCH_INFO = DATA / "fetch.json"    # source, md5, split sizes
 MODEL_NAMES = ("baseline", "center_loss")
 
 
-def model_name_arg(argv: list[str]) -> str:
-    """The one CLI argument of a foreach stage (`python -m stages.<stage> baseline`), checked."""
-    from study.io import StageError
-    if len(argv) != 1 or argv[0] not in MODEL_NAMES:
-        raise StageError(f"model name argument {' '.join(argv) or '(none)'!r} is not allowed; "
-                         f"allowed: exactly one of {', '.join(MODEL_NAMES)}")
-    return argv[0]
-
-
 def model_file(name: str) -> Path:
     """models/<name>.keras for 'baseline' or 'center_loss'."""
     return MODELS / f"{name}.keras"
@@ -80,7 +71,3 @@ def gradcam_dir(name: str) -> Path:
 
 
 COMPARE_DIR = PLOTS / "compare"
-
-ANALYSED_LAYERS = ("conv2d", "conv2d_4", "dense", "dense_1")
-FEATURE_LAYER = "dense"       # the 512-d embedding k-means and the center loss work on
-CAM_LAYER = "conv2d_4"        # the last conv layer, 8 x 8

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from study import paths
+from study.model import ANALYSED_LAYERS
 from study.activations import batch_slices, channel_mean, sample
 from study.io import StageError
 from study.params import ParamsError, validate
@@ -107,7 +108,7 @@ def test_stage_writes_per_layer_shapes(tiny_model, workdir):
     n, d = a["n_samples"], a["pca_dims"]
     assert out["conv2d"].shape == (n, d) and out["conv2d_4"].shape == (n, d)
     assert out["dense"].shape == (n, 512) and out["dense_1"].shape == (n, 10)
-    assert all(out[k].dtype == np.float32 and np.isfinite(out[k]).all() for k in paths.ANALYSED_LAYERS)
+    assert all(out[k].dtype == np.float32 and np.isfinite(out[k]).all() for k in ANALYSED_LAYERS)
     np.testing.assert_allclose(out["dense_1"].sum(axis=1), 1.0, atol=1e-4)   # softmax rows
     x, y = load_split("test")
     assert np.array_equal(out["y"], y[out["index"]])

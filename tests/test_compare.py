@@ -6,6 +6,7 @@ import pytest
 
 from stages import compare
 from study import paths
+from study.model import ANALYSED_LAYERS
 from study.io import StageError
 from tests.synthetic import CLASSES
 
@@ -44,7 +45,7 @@ def write_inputs(inter_scale: dict):
         write_training(name, ACC[name])
         tsne_dir, cam_dir = paths.tsne_dir(name), paths.gradcam_dir(name)
         tsne_dir.mkdir(parents=True)
-        (tsne_dir / "metrics.json").write_text(json.dumps({l: TSNE for l in paths.ANALYSED_LAYERS}))
+        (tsne_dir / "metrics.json").write_text(json.dumps({l: TSNE for l in ANALYSED_LAYERS}))
         cam_dir.mkdir(parents=True)
         (cam_dir / "metrics.json").write_text(json.dumps(CAM))
         y = np.repeat(np.arange(10), 6)
@@ -70,7 +71,7 @@ def test_compare_writes_every_metric_figure_and_report(workdir):
         mm = m[name]
         assert mm["test"] == pytest.approx({"accuracy": ACC[name], "loss": 1 - ACC[name]})
         assert mm["per_class_accuracy"] == {c: (0.0 if c == CLASSES[0] else 1.0) for c in CLASSES}
-        assert set(mm["layers"]) == set(paths.ANALYSED_LAYERS)
+        assert set(mm["layers"]) == set(ANALYSED_LAYERS)
         assert mm["layers"]["dense"] == {k: TSNE[k] for k in compare.TSNE_KEYS}
         assert mm["gradcam"] == {k: CAM[k] for k in compare.GRADCAM_KEYS}
         assert mm["dense"]["kmeans_nmi"] == pytest.approx(1.0)   # well separated clusters
@@ -90,7 +91,7 @@ def test_report_links_figures_and_states_the_difference(workdir):
     assert "cannot show whether the difference is significant" in report
     for name in paths.MODEL_NAMES:
         assert f"(../gradcam/{name}/grid.png)" in report
-        for layer in paths.ANALYSED_LAYERS:
+        for layer in ANALYSED_LAYERS:
             assert f"(../tsne/{name}/3d/{layer}.png)" in report
     assert "(curves.png)" in report and "(confusion_matrices.png)" in report
     assert "| airplane | 0.0000 | 0.0000 |" in report

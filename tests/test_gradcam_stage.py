@@ -7,7 +7,8 @@ import pytest
 
 from stages import gradcam
 from study import paths
-from study.io import StageError
+from study.io import StageError, model_name_arg
+from study.params import load
 from tests.conftest import REPO
 
 METRIC_KEYS = ["deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc",
@@ -25,7 +26,7 @@ def save_model(name: str, seed: int = 0):
 
 def test_stage_writes_grid_and_metrics(workdir):
     save_model("center_loss")
-    metrics = gradcam.cli(["center_loss"])
+    metrics = gradcam.main(load(), "center_loss")
     out = paths.gradcam_dir("center_loss")
     on_disk = json.loads((out / "metrics.json").read_text())
     assert list(on_disk) == METRIC_KEYS and on_disk == metrics
@@ -40,20 +41,20 @@ def test_stage_writes_grid_and_metrics(workdir):
 
 def test_stage_output_is_reproducible(workdir):
     save_model("baseline")
-    first = gradcam.cli(["baseline"])
-    assert gradcam.cli(["baseline"]) == first
+    first = gradcam.main(load(), "baseline")
+    assert gradcam.main(load(), "baseline") == first
 
 
 @pytest.mark.parametrize("argv", [[], ["resnet"], ["baseline", "center_loss"]])
 def test_bad_model_name_is_a_one_line_error(argv):
     with pytest.raises(StageError, match=r"allowed: exactly one of baseline, center_loss") as e:
-        gradcam.parse_name(argv)
+        model_name_arg(argv)
     assert "\n" not in str(e.value)
 
 
 def test_missing_model_says_what_to_run(workdir):
     with pytest.raises(StageError, match=r"models/baseline.keras: not found; run `dvc repro train_baseline`"):
-        gradcam.cli(["baseline"])
+        gradcam.main(load(), "baseline")
 
 
 def test_too_many_images_per_class_fails_before_loading_the_model(workdir):
@@ -61,7 +62,7 @@ def test_too_many_images_per_class_fails_before_loading_the_model(workdir):
     workdir["gradcam"]["images_per_class"] = 11   # the synthetic test split has 10 per class
     (paths.Path("params.yaml")).write_text(yaml.safe_dump(workdir))
     with pytest.raises(StageError, match="gradcam.images_per_class = 11"):
-        gradcam.cli(["baseline"])                 # no model file: would fail later if reached
+        gradcam.main(load(), "baseline")                 # no model file: would fail later if reached
 
 
 def test_cli_exits_1_with_one_line_on_stderr(workdir):

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from study import paths, plots_page
+from study.model import ANALYSED_LAYERS
 from tests.conftest import REPO
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -49,7 +50,7 @@ def write_fake_outputs(root: Path) -> None:
     classes = json.loads((root / "classes.json").read_text()) if (root / "classes.json").exists() else None
     for i, name in enumerate(paths.MODEL_NAMES):
         write_training(name, 0.5 + 0.1 * i)
-        for j, layer in enumerate(paths.ANALYSED_LAYERS):
+        for j, layer in enumerate(ANALYSED_LAYERS):
             tsv = paths.tsne_points(name, layer)
             tsv.parent.mkdir(parents=True, exist_ok=True)
             pts = rng.normal(size=(30, 2))

@@ -86,8 +86,8 @@ def test_the_check_fails_when_a_dep_is_lost_or_extra():
     lost["stages"]["tsne"]["do"]["deps"].remove("study/tsne_plots.py")  # imported inside a function
     assert deps_problems(lost) == ["train_baseline: deps lack study/io.py", "tsne: deps lack study/tsne_plots.py"]
     extra = copy.deepcopy(spec)
-    extra["stages"]["fetch_data"]["deps"].append("study/cam.py")
-    assert deps_problems(extra) == ["fetch_data: deps list study/cam.py, which it does not import"]
+    extra["stages"]["fetch_data"]["deps"].append("study/gradcam.py")
+    assert deps_problems(extra) == ["fetch_data: deps list study/gradcam.py, which it does not import"]
 
 
 def test_imports_are_followed_through_functions_and_packages(tmp_path):

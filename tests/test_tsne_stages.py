@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from study import paths
+from study.model import ANALYSED_LAYERS
 from study.io import StageError
 from study.params import validate
 from tests.conftest import REPO
@@ -48,7 +49,7 @@ def test_extract_then_tsne_writes_points_images_and_metrics(workdir):
     metrics = tsne_main(params, "center_loss")
 
     n = params["activations"]["n_samples"]
-    for layer in paths.ANALYSED_LAYERS:
+    for layer in ANALYSED_LAYERS:
         lines = paths.tsne_points("center_loss", layer).read_text().splitlines()
         assert lines[0].split("\t") == ["x", "y", "class"] and len(lines) == n + 1
         rows = [r.split("\t") for r in lines[1:]]

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from study import cam
+from study import gradcam
 from study.data import preprocess
 from tests.synthetic import synthetic_images
 
@@ -35,7 +35,7 @@ def trained():
 
 def test_normalise_divides_by_max_and_keeps_zero_maps_zero():
     maps = np.array([[[0.0, 2.0], [1.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]], [[-1.0, -2.0], [0, 0]]])
-    out = cam.normalise(maps)
+    out = gradcam.normalise(maps)
     np.testing.assert_allclose(out[0], [[0, 0.5], [0.25, 1.0]])
     assert np.all(out[1] == 0) and np.all(out[2] == 0)
     assert not np.isnan(out).any()
@@ -43,7 +43,7 @@ def test_normalise_divides_by_max_and_keeps_zero_maps_zero():
 
 def test_heat_maps_have_image_shape_range_and_no_nan(images):
     x, y = images
-    maps = cam.grad_cam(fresh_model(1), x, y)
+    maps = gradcam.grad_cam(fresh_model(1), x, y)
     assert maps.shape == (20, 32, 32) and maps.dtype == np.float32
     assert not np.isnan(maps).any()
     assert maps.min() >= 0.0 and maps.max() <= 1.0
@@ -56,7 +56,7 @@ def test_zero_activations_give_all_zero_maps_not_nan(images):
     model = fresh_model(2)
     layer = model.get_layer("conv2d_4")
     layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])  # relu(0) = 0 everywhere
-    maps = cam.grad_cam(model, x, y)
+    maps = gradcam.grad_cam(model, x, y)
     assert maps.shape == (20, 32, 32)
     assert np.all(maps == 0.0)
 
@@ -64,7 +64,7 @@ def test_zero_activations_give_all_zero_maps_not_nan(images):
 def test_logits_match_the_softmax_output(images):
     x, _ = images
     model = fresh_model(3)
-    z = cam.logits(model, x)
+    z = gradcam.logits(model, x)
     probs = np.exp(z - z.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
     np.testing.assert_allclose(probs, model(x, training=False).numpy(), atol=1e-5)
@@ -74,24 +74,24 @@ def test_logits_match_the_softmax_output(images):
 def test_target_may_be_a_single_class(images):
     x, _ = images
     model = fresh_model(4)
-    np.testing.assert_allclose(cam.grad_cam(model, x[:3], 5), cam.grad_cam(model, x[:3], [5, 5, 5]))
+    np.testing.assert_allclose(gradcam.grad_cam(model, x[:3], 5), gradcam.grad_cam(model, x[:3], [5, 5, 5]))
 
 
 def test_pick_images_is_seeded_stratified_and_checks_counts():
     y = np.repeat(np.arange(10), 3)
-    idx = cam.pick_images(y, 2, seed=0)
+    idx = gradcam.pick_images(y, 2, seed=0)
     assert idx.shape == (10, 2)
     assert np.all(y[idx] == np.arange(10)[:, None])
-    np.testing.assert_array_equal(idx, cam.pick_images(y, 2, seed=0))
+    np.testing.assert_array_equal(idx, gradcam.pick_images(y, 2, seed=0))
     with pytest.raises(Exception, match="gradcam.images_per_class = 4"):
-        cam.pick_images(y, 4, seed=0)
+        gradcam.pick_images(y, 4, seed=0)
 
 
 @pytest.mark.slow
 def test_another_target_class_gives_another_map(trained, images):
     x, y = images
     other = (y + 5) % 10
-    a, b = cam.grad_cam(trained, x, y), cam.grad_cam(trained, x, other)
+    a, b = gradcam.grad_cam(trained, x, y), gradcam.grad_cam(trained, x, other)
     differs = [np.abs(a[i] - b[i]).mean() > 0.05 for i in range(len(x))]
     assert np.mean(differs) >= 0.8, np.abs(a - b).mean(axis=(1, 2))
 
@@ -101,10 +101,10 @@ def test_randomised_weights_give_unrelated_maps(trained, images):
     """Adebayo et al. 2018: maps of re-initialised weights must not rank pixels like the trained model's."""
     x, y = images
     assert (trained(x, training=False).numpy().argmax(1) == y).mean() >= 0.7  # it did learn (chance: 0.1)
-    a = cam.grad_cam(trained, x, y)
-    same = [cam.spearman(a[i], m) for i, m in enumerate(cam.grad_cam(trained, x, y))]
+    a = gradcam.grad_cam(trained, x, y)
+    same = [gradcam.spearman(a[i], m) for i, m in enumerate(gradcam.grad_cam(trained, x, y))]
     assert np.allclose(same, 1.0)
-    rhos = [cam.spearman(a[i], m) for i, m in enumerate(cam.grad_cam(fresh_model(99, batch_norm=False), x, y))]
+    rhos = [gradcam.spearman(a[i], m) for i, m in enumerate(gradcam.grad_cam(fresh_model(99, batch_norm=False), x, y))]
     # seen: mean rho 0.19, mean |rho| 0.34; a map that ignored the weights would give ~1
     assert np.mean(rhos) < 0.3 and np.mean(np.abs(rhos)) < 0.5, rhos
 
@@ -116,5 +116,5 @@ def test_loaded_model_gives_the_same_maps(images, tmp_path):
     model = fresh_model(5)
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
-    np.testing.assert_allclose(cam.grad_cam(loaded, x[:4], y[:4]), cam.grad_cam(model, x[:4], y[:4]),
+    np.testing.assert_allclose(gradcam.grad_cam(loaded, x[:4], y[:4]), gradcam.grad_cam(model, x[:4], y[:4]),
                                atol=1e-5)

@@ -4,7 +4,7 @@ The saved models end in a softmax. Rather than editing a loaded model in place
 (as keras-io's example does), `grad_cam` builds a second keras.Model over the
 same layers (shared weights) that outputs [conv2d_4 maps, dense features] and applies dense_1's
 kernel and bias by hand to get the logits (dropout_3 is the identity at inference).
-All functions are pure and return numpy arrays; drawing lives in study.cam_plots.
+All functions are pure and return numpy arrays; drawing lives in study.gradcam_plots.
 """
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ import numpy as np
 
 from study.io import StageError
 from study.model import layer_outputs
-from study.paths import CAM_LAYER, FEATURE_LAYER
+from study.model import CAM_LAYER, FEATURE_LAYER, OUTPUT_LAYER
 
-LOGITS_LAYER = "dense_1"   # the softmax layer whose pre-activation we explain
 BATCH = 128                # images per gradient pass (memory bound only)
 
 
@@ -49,7 +48,7 @@ def _logit_model(model):
     if not isinstance(model, keras.Sequential) or CAM_LAYER not in names or FEATURE_LAYER not in names:
         raise StageError(f"model {model.name!r}: Grad-CAM needs the seed's Sequential CNN with "
                          f"layers {CAM_LAYER!r} and {FEATURE_LAYER!r}")
-    head = model.get_layer(LOGITS_LAYER)
+    head = model.get_layer(OUTPUT_LAYER)  # the softmax layer whose pre-activation we explain
     return layer_outputs(model, [CAM_LAYER, FEATURE_LAYER]), head.kernel, head.bias
 
 

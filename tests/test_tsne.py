@@ -1,9 +1,9 @@
-"""study.embedding: openTSNE embeddings are finite and seeded; metrics are right on known cases."""
+"""study.tsne: openTSNE embeddings are finite and seeded; metrics are right on known cases."""
 import numpy as np
 import pytest
 from sklearn.datasets import make_blobs
 
-from study.embedding import knn_accuracy, layer_metrics, silhouette, trustworthiness, tsne
+from study.tsne import knn_accuracy, layer_metrics, silhouette, trustworthiness, tsne
 
 N_ITER, EE_ITER, PERPLEXITY = 100, 50, 15
 

@@ -29,12 +29,11 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from study.model import layer_outputs
+from study.model import FEATURE_LAYER, OUTPUT_LAYER, layer_outputs
 
 EPS = 1e-8      # floor on centre norms in the cosine (an all-zero centre would divide by 0)
 DELTA = 1.0     # Qi & Su's delta in the contrastive denominator
 VARIANTS = ("center", "island", "contrastive")
-OUTPUT_LAYER = "dense_1"
 LOG_NAMES = ("loss", "ce", "intra", "inter", "intra_dist", "inter_dist")
 
 
@@ -120,7 +119,6 @@ class CenterLossTrainer(keras.Model):
         super().__init__(name="center_loss_trainer", **kwargs)
         if variant not in VARIANTS:
             raise ValueError(f"variant {variant!r}; allowed: " + ", ".join(VARIANTS))
-        from study.paths import FEATURE_LAYER
         self.net = layer_outputs(base, [FEATURE_LAYER, OUTPUT_LAYER])  # x -> (B, 512), (B, 10)
         self.centers = keras.Variable(ops.convert_to_tensor(centers, "float32"),
                                       trainable=False, name="centers")  # (K, 512)
