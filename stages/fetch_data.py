@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from study import paths
-from study.cifar import fetch_archive, read_archive, split_indices
+from study.cifar import read_archive
+from study.data import split_indices
+from study.download import fetch_archive
 from study.io import run_stage, write_json, write_npz
 from study.params import load
 
@@ -67,7 +69,7 @@ def main(params: dict) -> dict:
         parsed = read_archive(archive)
         archive.unlink()
         (x_tr, y_tr), (x_te, y_te), classes = parsed["train"], parsed["test"], parsed["classes"]
-        idx = split_indices(y_tr, y_te, data, params["seed"])
+        idx = split_indices(y_tr, y_te, classes, data, params["seed"])
         splits = {"train": (x_tr[idx["train"]], y_tr[idx["train"]]),
                   "val": (x_tr[idx["val"]], y_tr[idx["val"]]),
                   "test": (x_te[idx["test"]], y_te[idx["test"]])}

@@ -49,3 +49,39 @@ def stratified_subset(y: np.ndarray, n: int, seed: int, key: str = "subset size"
     except ValueError as e:  # e.g. a class with a single image
         raise StageError(f"{key} = {n}: no stratified subset of these {len(y)} images ({e})") from None
     return np.sort(idx)
+
+
+def split_indices(y_train: np.ndarray, y_test: np.ndarray, classes: list[str], data: dict,
+                  seed: int) -> dict[str, np.ndarray]:
+    """Sorted indices {'train', 'val' (into the archive's train), 'test'}: stratified, seeded.
+
+    `data` is params['data']: val_size held out first, then train_size / test_size
+    subsets (None = all). Sizes the archive cannot supply raise StageError naming the key.
+    """
+    from sklearn.model_selection import train_test_split
+
+    n_train, n_test, k = len(y_train), len(y_test), len(classes)
+    val, tr, te = data["val_size"], data["train_size"], data["test_size"]
+    if val > n_train - k:  # stratify needs >= 1 image per class on both sides
+        raise StageError(f"data.val_size = {val} is too large: the archive has {n_train} training "
+                         f"images; allowed: <= {n_train - k}")
+    if tr is not None and tr > n_train - val:
+        raise StageError(f"data.train_size = {tr} is too large: {n_train - val} training images "
+                         f"remain after data.val_size = {val}")
+    if te is not None and te > n_test:
+        raise StageError(f"data.test_size = {te} is too large: the archive has {n_test} test images")
+    try:
+        rest, held = train_test_split(np.arange(n_train), test_size=val, stratify=y_train, random_state=seed)
+    except ValueError as e:
+        raise StageError(f"data.val_size = {val}: no stratified split of the {n_train} training images ({e})") from None
+    rest = np.sort(rest)
+    if tr is not None:
+        rest = rest[stratified_subset(y_train[rest], tr, seed, "data.train_size")]
+    test = np.arange(n_test) if te is None else stratified_subset(y_test, te, seed, "data.test_size")
+    idx = {"train": rest, "val": np.sort(held), "test": test}
+    for split, key, y in (("train", "train_size", y_train), ("val", "val_size", y_train), ("test", "test_size", y_test)):
+        missing = sorted(set(range(k)) - set(np.unique(y[idx[split]]).tolist()))
+        if missing:  # the archive is so unbalanced that stratifying left a class out
+            raise StageError(f"data.{key} = {data[key]} leaves the {split} split without class "
+                             f"'{classes[missing[0]]}'; every split needs every class (raise data.{key})")
+    return idx

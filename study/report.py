@@ -1,8 +1,12 @@
-"""Small markdown builders for plots/compare/report.md (pure: strings in, strings out)."""
+"""plots/compare/report.md and its small markdown builders (pure: values in, strings out)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from study import paths
+from study.compare import GRADCAM_KEYS, TSNE_KEYS
+from study.model import ANALYSED_LAYERS, CAM_LAYER
 
 
 def link(target: str | Path, report: str | Path) -> str:
@@ -49,3 +53,35 @@ def accuracy_sentence(acc: dict[str, float], base: str, other: str) -> str:
             "This is one training run per model (one seed): it cannot show whether the "
             "difference is significant. Repeating both with several seeds "
             "(`dvc exp run -S seed=...`) would measure the run-to-run spread it must exceed.")
+
+
+def report_markdown(metrics: dict, classes: list[str], base: str, other: str) -> str:
+    """plots/compare/report.md: accuracy difference, metric tables and the figures side by side."""
+    out, names = paths.COMPARE_DIR / "report.md", [base, other]
+    m = {n: metrics[n] for n in names}
+    acc = {n: m[n]["test"]["accuracy"] for n in names}
+    parts = ["# Baseline vs center loss", "", accuracy_sentence(acc, base, other), "",
+             "## Test metrics", "",
+             table(["metric"] + names,
+                   [["test accuracy"] + [m[n]["test"]["accuracy"] for n in names],
+                    ["test loss"] + [m[n]["test"]["loss"] for n in names],
+                    ["dense intra/inter-class distance ratio"] + [m[n]["dense"]["intra_inter_ratio"] for n in names],
+                    ["dense k-means NMI"] + [m[n]["dense"]["kmeans_nmi"] for n in names]]
+                   + [[f"Grad-CAM {k}"] + [m[n]["gradcam"][k] for n in names] for k in GRADCAM_KEYS]),
+             "", "## Per-class test accuracy", "",
+             table(["class"] + names, [[c] + [m[n]["per_class_accuracy"][c] for n in names] for c in classes]),
+             "", "## Per-layer kNN accuracy and silhouette (t-SNE stages)", "",
+             table(["layer", "metric"] + names,
+                   [[layer, k] + [m[n]["layers"][layer][k] for n in names]
+                    for layer in ANALYSED_LAYERS for k in TSNE_KEYS]),
+             "", "## Figures", "",
+             "### Training curves (train solid, validation dashed)", "",
+             image("training curves", paths.COMPARE_DIR / "curves.png", out), "",
+             "### Test confusion matrices", "",
+             image("confusion matrices", paths.COMPARE_DIR / "confusion_matrices.png", out), ""]
+    for layer in ANALYSED_LAYERS:
+        parts += [side_by_side(f"3D t-SNE of {layer}", names,
+                               [paths.tsne_image_3d(n, layer) for n in names], out), ""]
+    parts += [side_by_side(f"Grad-CAM on {CAM_LAYER}", names,
+                           [paths.gradcam_dir(n) / "grid.png" for n in names], out), ""]
+    return "\n".join(parts)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from stages import compare
+from study.compare import GRADCAM_KEYS, TSNE_KEYS, distance_ratio
 from study import paths
 from study.model import ANALYSED_LAYERS
 from study.io import StageError
@@ -72,8 +73,8 @@ def test_compare_writes_every_metric_figure_and_report(workdir):
         assert mm["test"] == pytest.approx({"accuracy": ACC[name], "loss": 1 - ACC[name]})
         assert mm["per_class_accuracy"] == {c: (0.0 if c == CLASSES[0] else 1.0) for c in CLASSES}
         assert set(mm["layers"]) == set(ANALYSED_LAYERS)
-        assert mm["layers"]["dense"] == {k: TSNE[k] for k in compare.TSNE_KEYS}
-        assert mm["gradcam"] == {k: CAM[k] for k in compare.GRADCAM_KEYS}
+        assert mm["layers"]["dense"] == {k: TSNE[k] for k in TSNE_KEYS}
+        assert mm["gradcam"] == {k: CAM[k] for k in GRADCAM_KEYS}
         assert mm["dense"]["kmeans_nmi"] == pytest.approx(1.0)   # well separated clusters
     # 6 points/class, noise sd 0.1 in 512 dims: intra ~ 0.1*sqrt(512*5/6) = 2.07; sample means are
     # sqrt(2*scale^2 + 2*512*0.01/6) apart: 1.93 (scale 1) and 7.19 (scale 5)
@@ -99,7 +100,7 @@ def test_report_links_figures_and_states_the_difference(workdir):
 
 def test_distance_ratio_on_known_points():
     x = np.array([[0, 1], [0, -1], [10, 1], [10, -1]], float)
-    r = compare.distance_ratio(x, np.array([0, 0, 1, 1]))
+    r = distance_ratio(x, np.array([0, 0, 1, 1]))
     assert r == pytest.approx({"intra": 1.0, "inter": 10.0, "intra_inter_ratio": 0.1})
 
 

@@ -1,0 +1,124 @@
+"""Getting the archive: a private copy in a temp dir, its md5 computed over the bytes copied.
+
+http(s) URLs stream to the copy with a progress bar, a per-read timeout and bounded retries on
+transient errors only (5xx, 408, 429, connection errors, timeouts, short bodies; never on other
+4xx or a wrong md5); file:// URLs and plain paths are copied. Either way what is later parsed is
+exactly what was verified, even if the source changes meanwhile. Every user-fixable problem is a
+one-line StageError naming data.url or data.md5.
+"""
+from __future__ import annotations
+
+import hashlib
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+from study.io import StageError
+
+CHUNK = 1 << 20                         # bytes per read when downloading / copying
+MAX_ARCHIVE_BYTES = 512 << 20           # the official archive is 163 MB
+BACKOFF_S = 1.0                         # wait before retry k is k * BACKOFF_S seconds
+USER_AGENT = "cifar10-dvc-study/1.0 (python urllib)"
+
+
+class _Transient(Exception):
+    """A download failure worth retrying; its text is the start of the final message."""
+
+
+def is_remote(url: str) -> bool:
+    """True for http(s) URLs (downloaded), False for file:// URLs and plain paths."""
+    return urlparse(url).scheme.lower() in ("http", "https")
+
+
+def local_path(url: str) -> Path:
+    """The file a file:// URL or plain path names."""
+    if url.lower().startswith("file://"):
+        return Path(url2pathname(urlparse(url).path))
+    return Path(url).expanduser()
+
+
+def _progress(total, url):
+    """A tqdm bar on stderr (shown only on a terminal, so logs and tests get no bar)."""
+    from tqdm import tqdm
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, disable=None,
+                desc=Path(urlparse(url).path).name or "download", file=sys.stderr, leave=False)
+
+
+def _stream(read, dest: Path, url: str, total: int | None) -> str:
+    """Copy read(CHUNK) chunks into `dest` and return the md5 of exactly those bytes."""
+    h, got = hashlib.md5(), 0
+    with open(dest, "wb") as out, _progress(total, url) as bar:
+        while chunk := read(CHUNK):
+            got += len(chunk)
+            if got > MAX_ARCHIVE_BYTES:
+                raise StageError(f"data.url: {url} is larger than {MAX_ARCHIVE_BYTES >> 20} MB; "
+                                 "the CIFAR-10 python archive is 163 MB")
+            h.update(chunk)
+            out.write(chunk)
+            bar.update(len(chunk))
+    if total is not None and got != total:  # http.client does not raise on a short body
+        raise _Transient(f"data.url: download from {url} ended after {got} of {total} bytes")
+    return h.hexdigest()
+
+
+def _download_once(url: str, dest: Path, timeout: float) -> str:
+    """One attempt: stream `url` to `dest`, return its md5; transient problems raise _Transient."""
+    req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            total = int(resp.headers["Content-Length"]) if resp.headers.get("Content-Length") else None
+            return _stream(resp.read1, dest, url, total)  # read1: what has arrived, so a stall is visible
+    except urllib.error.HTTPError as e:  # subclass of URLError: test it first
+        if e.code >= 500 or e.code in (408, 429):
+            raise _Transient(f"data.url: HTTP {e.code} from {url}") from None
+        raise StageError(f"data.url: HTTP {e.code} from {url}") from None
+    except (TimeoutError, socket.timeout):
+        raise _Transient(f"data.url: no response from {url} within {timeout:g} s") from None
+    except urllib.error.URLError as e:
+        if isinstance(e.reason, (TimeoutError, socket.timeout)):
+            raise _Transient(f"data.url: no response from {url} within {timeout:g} s") from None
+        if isinstance(e.reason, socket.gaierror):  # a typo in the host name: retrying won't help
+            raise StageError(f"data.url: cannot resolve the host of {url} ({e.reason})") from None
+        raise _Transient(f"data.url: cannot connect to {url} ({e.reason})") from None
+    except (ConnectionError, OSError) as e:  # reset mid-body, http.client errors
+        raise _Transient(f"data.url: download from {url} failed ({type(e).__name__}: {e})") from None
+
+
+def download(url: str, dest: Path, timeout: float, attempts: int) -> str:
+    """Stream `url` to `dest`, trying up to `attempts` times on transient errors; return its md5."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return _download_once(url, dest, timeout)
+        except _Transient as e:
+            if attempt == attempts:
+                raise StageError(f"{e} ({attempts} attempt{'s' if attempts > 1 else ''})") from None
+            print(f"warning: {e}; retrying ({attempt}/{attempts})", file=sys.stderr)
+            time.sleep(BACKOFF_S * attempt)
+
+
+def copy_local(path: Path, dest: Path, url: str) -> str:
+    """Copy a local archive to `dest`; return the md5 of the bytes copied (the ones parsed later)."""
+    if not path.is_file():
+        raise StageError(f"data.url: {path} {'is not a file' if path.exists() else 'not found'}")
+    try:
+        with open(path, "rb") as f:
+            return _stream(f.read, dest, url, None)
+    except OSError as e:
+        raise StageError(f"data.url: copying {path} failed ({e.strerror or e})") from None
+
+
+def fetch_archive(url: str, md5: str, tmpdir: Path, timeout: float, attempts: int) -> Path:
+    """A private copy of the archive in `tmpdir` (downloaded, or copied from a local path),
+    its md5 computed over the very bytes copied and checked: what is parsed is what was verified,
+    even if the source changes meanwhile."""
+    source = Path(urlparse(url).path).name if is_remote(url) else local_path(url).name
+    dest = Path(tmpdir) / (source or "archive.tar.gz")
+    got = download(url, dest, timeout, attempts) if is_remote(url) else copy_local(local_path(url), dest, url)
+    if got.lower() != md5.lower():
+        raise StageError(f"data.md5: archive at {url} has md5 {got}, expected {md5.lower()}")
+    return dest
