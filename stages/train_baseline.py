@@ -5,7 +5,6 @@ Writes models/baseline.keras, models/baseline_summary.txt and plots/train_baseli
 (DVCLive: per-epoch train/val loss and accuracy and learning_rate under plots/metrics/,
 metrics.json with test.accuracy and test.loss, plots/sklearn/confusion_matrix.json).
 """
-from study import paths
 from study.data import class_names, load_split
 from study.io import run_stage
 from study.params import load
@@ -22,8 +21,7 @@ def main(params: dict) -> dict:
     classes = class_names()
     set_seed(params["seed"])
     model = build_model(params["batch_norm"])
-    return train_and_evaluate(NAME, model, params, splits, classes, paths.model_file(NAME),
-                              paths.summary_file(NAME), paths.train_dir(NAME))
+    return train_and_evaluate(NAME, model, params, splits, classes)
 
 
 if __name__ == "__main__":

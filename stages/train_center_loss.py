@@ -17,7 +17,7 @@ import numpy as np
 
 from study import paths
 from study.data import class_names, load_split
-from study.io import StageError, atomic_path, load_npz, run_stage
+from study.io import StageError, load_npz, run_stage
 from study.params import load
 
 NAME = "center_loss"
@@ -47,13 +47,6 @@ def init_weights(model, init: str) -> None:
     model.set_weights(trained.get_weights())
 
 
-def save_centers(centers: np.ndarray) -> None:
-    """models/center_loss_centers.npy, atomically."""
-    with atomic_path(paths.CENTERS) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, np.asarray(centers, np.float32))
-
-
 def main(params: dict) -> dict:
     """Train the center-loss model, save it (plain CNN) and its centres; return test metrics."""
     from study.center_loss import CenterLossTrainer
@@ -68,10 +61,7 @@ def main(params: dict) -> dict:
     model = build_model(params["batch_norm"])
     init_weights(model, cl["init"])
     trainer = CenterLossTrainer(model, centroids, cl["variant"], cl["lambda"], cl["mu"], cl["alpha"])
-    test = train_and_evaluate(NAME, model, params, splits, classes, paths.model_file(NAME),
-                              paths.summary_file(NAME), paths.train_dir(NAME), trainer=trainer)
-    save_centers(np.asarray(trainer.centers))
-    return test
+    return train_and_evaluate(NAME, model, params, splits, classes, trainer=trainer)
 
 
 if __name__ == "__main__":

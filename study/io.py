@@ -79,6 +79,13 @@ def write_text(path, text: str) -> None:
         tmp.write_text(text)
 
 
+def write_npy(path, array) -> None:
+    """Write one array to a .npy, atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+
 def write_npz(path, **arrays) -> None:
     """Write arrays to an .npz, atomically (np.savez would append .npz to a temp name)."""
     with atomic_path(path) as tmp:

@@ -32,7 +32,14 @@ def train_dir(name: str) -> Path:
 
 CENTROIDS = MODELS / "kmeans_centroids.npz"         # centroids (10, 512), matched to classes
 KMEANS_DIR = PLOTS / "kmeans_centroids"             # metrics.json
-CENTERS = MODELS / "center_loss_centers.npy"        # final centres (10, 512)
+
+
+def centers_file(name: str) -> Path:
+    """models/<name>_centers.npy: a center-loss trainer's final centres (10, 512) float32."""
+    return MODELS / f"{name}_centers.npy"
+
+
+CENTERS = centers_file("center_loss")
 
 
 def activations_file(name: str) -> Path:

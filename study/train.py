@@ -11,12 +11,12 @@ from __future__ import annotations
 import math
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 
+from study import paths
 from study.data import preprocess
-from study.io import StageError, atomic_path
+from study.io import StageError, atomic_path, write_npy
 
 AUTOTUNE = -1  # tf.data.AUTOTUNE without importing tensorflow at module import
 ROTATION_DEGREES = 15
@@ -112,14 +112,13 @@ def evaluate_test(model, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict:
             "pred": pred}
 
 
-def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: list[str],
-                       out_model: Path, out_summary: Path, live_dir: Path,
-                       trainer=None, extra_outputs=None) -> dict:
-    """Fit `trainer` (default: `model`), test `model` once, write model, summary and DVCLive dir.
+def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: list[str], trainer=None) -> dict:
+    """Fit `trainer` (default: `model`), test `model` once, and write the stage's outputs, each
+    atomically: models/<name>.keras, models/<name>_summary.txt, plots/train_<name>/ (DVCLive)
+    and, for a trainer that keeps class centres (center loss), models/<name>_centers.npy.
 
-    `trainer` is a keras.Model that wraps `model` with extra loss terms (center loss);
-    `extra_outputs(tmp_dir)` may write more files into the DVCLive folder before it
-    is moved into place. Returns the test metrics.
+    `trainer` is a keras.Model that wraps `model` with extra loss terms (center loss).
+    Returns the test metrics.
     """
     import keras
     from dvclive import Live
@@ -131,6 +130,7 @@ def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: li
                     metrics=["accuracy"], jit_compile=False)  # XLA is ~3x slower on CPU here
     (xtr, ytr), (xva, yva), (xte, yte) = splits["train"], splits["val"], splits["test"]
     seed, bs = params["seed"], params["batch_size"]
+    live_dir = paths.train_dir(name)
     tmp_dir = live_dir.with_name(f".{live_dir.name}.tmp")
     shutil.rmtree(tmp_dir, ignore_errors=True)
     try:
@@ -143,12 +143,12 @@ def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: li
             live.summary["test"] = {"accuracy": test["accuracy"], "loss": test["loss"]}
             live.log_sklearn_plot("confusion_matrix", [classes[i] for i in yte],
                                   [classes[i] for i in test["pred"]], name="confusion_matrix.json")
-            if extra_outputs:
-                extra_outputs(tmp_dir)
-        with atomic_path(out_model) as tmp:
+        with atomic_path(paths.model_file(name)) as tmp:
             keras.saving.save_model(model, tmp)
-        with atomic_path(out_summary) as tmp:
+        with atomic_path(paths.summary_file(name)) as tmp:
             tmp.write_text(summary)
+        if hasattr(trainer, "centers"):
+            write_npy(paths.centers_file(name), np.asarray(trainer.centers, np.float32))
         shutil.rmtree(live_dir, ignore_errors=True)
         os.replace(tmp_dir, live_dir)
     finally:
