@@ -17,31 +17,16 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-
 from study import paths
 from study.cifar import read_archive
-from study.data import split_indices
+from study.data import SPLITS, fetch_info, split_indices
 from study.download import fetch_archive
 from study.io import run_stage, write_json, write_npz
 from study.params import load
 
-SPLITS = ("train", "val", "test")
 TMP_PREFIX = ".tmp-fetch_data-"  # data/.tmp-*: .gitignore and .dvcignore list it
 OUTPUTS = {"train": paths.TRAIN, "val": paths.VAL, "test": paths.TEST,
            "classes": paths.CLASSES, "info": paths.FETCH_INFO}  # info last: written when all is done
-
-
-def class_counts(y: np.ndarray, classes: list[str]) -> dict[str, int]:
-    """{class name: number of images} of a label vector."""
-    return dict(zip(classes, np.bincount(y, minlength=len(classes)).tolist()))
-
-
-def fetch_info(data: dict, archive_bytes: int, splits: dict, classes: list[str]) -> dict:
-    """The data/fetch.json record: source, md5, sizes and per-class counts of each split."""
-    return {"url": data["url"], "md5": data["md5"].lower(), "archive_bytes": archive_bytes,
-            "sizes": {s: int(len(splits[s][1])) for s in SPLITS},
-            "class_counts": {s: class_counts(splits[s][1], classes) for s in SPLITS}}
 
 
 @contextmanager

@@ -11,6 +11,21 @@ from study.io import StageError, load_npz, read_input
 FETCH_STAGE = "fetch_data"
 
 
+SPLITS = ("train", "val", "test")
+
+
+def class_counts(y: np.ndarray, classes: list[str]) -> dict[str, int]:
+    """{class name: number of images} of a label vector."""
+    return dict(zip(classes, np.bincount(y, minlength=len(classes)).tolist()))
+
+
+def fetch_info(data: dict, archive_bytes: int, splits: dict, classes: list[str]) -> dict:
+    """The data/fetch.json record: source, md5, sizes and per-class counts of each split."""
+    return {"url": data["url"], "md5": data["md5"].lower(), "archive_bytes": archive_bytes,
+            "sizes": {s: int(len(splits[s][1])) for s in SPLITS},
+            "class_counts": {s: class_counts(splits[s][1], classes) for s in SPLITS}}
+
+
 def load_split(name: str) -> tuple[np.ndarray, np.ndarray]:
     """(x uint8 (N, 32, 32, 3), y uint8 (N,)) of 'train', 'val' or 'test'."""
     path = {"train": paths.TRAIN, "val": paths.VAL, "test": paths.TEST}[name]
