@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command for everything, from a fresh clone (needs Python 3.11; npm for the offline plots page).
 #   bash run.sh          install pinned dependencies into .venv, then `dvc repro` (the whole study)
-#   bash run.sh test     install, then run the test suite
+#   bash run.sh test     install, then run the test suite (extra args go to pytest: test -m "not slow")
 #   bash run.sh setup    install only
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -26,6 +26,6 @@ setup() {
 case "${1:-study}" in
   setup) setup ;;
   study) setup; .venv/bin/dvc repro ;;
-  test)  setup; .venv/bin/python -m pytest ;;
+  test)  shift; setup; .venv/bin/python -m pytest "$@" ;;
   *) echo "error: unknown command '$1'; allowed: study (default), test, setup" >&2; exit 2 ;;
 esac

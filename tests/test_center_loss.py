@@ -123,6 +123,7 @@ def test_trainer_island_step_adds_mu_times_gradient():
     np.testing.assert_allclose(np.asarray(trainer.centers), expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_trainer_alpha_zero_fit_keeps_centres_and_logs_terms():
     net, trainer = compiled_trainer("contrastive", alpha=0.0, lam=0.5, mu=0.3, lr=0.1)
     w0 = net.get_layer("dense").get_weights()[0].copy()

@@ -4,6 +4,7 @@ import pytest
 
 from study import gradcam
 from study.data import preprocess
+from study.io import StageError
 from tests.synthetic import synthetic_images
 
 
@@ -83,7 +84,7 @@ def test_pick_images_is_seeded_stratified_and_checks_counts():
     assert idx.shape == (10, 2)
     assert np.all(y[idx] == np.arange(10)[:, None])
     np.testing.assert_array_equal(idx, gradcam.pick_images(y, 2, seed=0))
-    with pytest.raises(Exception, match="gradcam.images_per_class = 4"):
+    with pytest.raises(StageError, match=r"^gradcam.images_per_class = 4 "):
         gradcam.pick_images(y, 4, seed=0)
 
 

@@ -51,7 +51,9 @@ def test_repro_runs_every_stage_on_the_tiny_archive(pipeline_repo):
     files = next(iter(metrics.values()))["data"]
     for name in ("baseline", "center_loss"):
         test = files[f"plots/train_{name}/metrics.json"]["data"]["test"]
-        assert 0.0 <= test["accuracy"] <= 1.0 and test["loss"] > 0
+        rows = json.loads((pipeline_repo / f"plots/train_{name}/plots/sklearn/confusion_matrix.json").read_text())
+        assert len(rows) == 100 and test["loss"] > 0
+        assert test["accuracy"] == sum(r["actual"] == r["predicted"] for r in rows) / 100
 
 
 def test_second_repro_does_nothing(pipeline_repo):
@@ -72,7 +74,8 @@ def test_experiment_with_sgd_reports_test_accuracy(pipeline_repo):
     dvc(pipeline_repo, "exp", "run", "--temp", "-n", "sgd", "-S", "optimizer=sgd")
     exps = _experiments(pipeline_repo)
     assert "sgd" in exps
-    assert 0.0 <= exps["sgd"]["plots/train_baseline/metrics.json"]["test"]["accuracy"] <= 1.0
+    acc = exps["sgd"]["plots/train_baseline/metrics.json"]["test"]["accuracy"]
+    assert acc * 100 == pytest.approx(round(acc * 100), abs=1e-9)  # a count of the 100 tiny test images
     assert json.loads(dvc(pipeline_repo, "status", "--json").stdout) == {}  # workspace untouched
 
 

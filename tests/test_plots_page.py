@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from study import paths, plots_page
+from study.io import StageError
 from study.model import ANALYSED_LAYERS
 from tests.conftest import REPO
 
@@ -192,7 +193,7 @@ def test_template_refuses_wrong_versions(tmp_path):
     fake = tmp_path / "node_modules" / "vega"
     fake.mkdir(parents=True)
     (fake / "package.json").write_text('{"version": "5.30.0"}')
-    with pytest.raises(Exception, match=r"vega: version 5.30.0, dvc-render uses 5.20.2; run `npm ci`"):
+    with pytest.raises(StageError, match=r"vega: version 5.30.0, dvc-render uses 5.20.2; run `npm ci`"):
         plots_page.build(tmp_path / "node_modules")
 
 

@@ -42,13 +42,14 @@ def test_baseline_stage_writes_model_metrics_curves_and_confusion(workdir):
     live = paths.train_dir("baseline")
     metrics = json.loads((live / "metrics.json").read_text())
     assert metrics["test"] == {"accuracy": test["accuracy"], "loss": test["loss"]}
-    assert 0.0 <= test["accuracy"] <= 1.0 and math.isfinite(test["loss"])
+    assert math.isfinite(test["loss"]) and test["loss"] > 0
     for split in ("train", "val"):
         for m in ("loss", "accuracy"):
             assert len(_read_tsv_column(live / "plots/metrics" / split / f"{m}.tsv", m)) == 1
     cm = json.loads((live / "plots/sklearn/confusion_matrix.json").read_text())
     rows = cm
     assert len(rows) == 100 and {"actual", "predicted"} <= set(rows[0])  # one row per test image
+    assert test["accuracy"] == np.mean([r["actual"] == r["predicted"] for r in rows])  # the same 100 predictions
     import keras
     model = keras.saving.load_model(paths.model_file("baseline"))
     assert model.count_params() == 693_834
@@ -57,6 +58,7 @@ def test_baseline_stage_writes_model_metrics_curves_and_confusion(workdir):
     assert leftovers == [] and not live.with_name(".train_baseline.tmp").exists()
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_test_metrics_and_weights(workdir):
     workdir.update(epochs=2, augment=True)
     first = _train(workdir)
@@ -73,6 +75,7 @@ def test_same_seed_gives_identical_test_metrics_and_weights(workdir):
     assert math.isfinite(third["loss"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer,schedule", [("sgd", "step"), ("rmsprop", "cosine"), ("adam", "none")])
 def test_each_optimizer_and_schedule_trains_and_logs_its_learning_rate(workdir, optimizer, schedule):
     workdir.update(optimizer=optimizer, lr_schedule=schedule, epochs=3, lr_step_epochs=1,

@@ -1,0 +1,78 @@
+"""kmeans_centroids on tiny synthetic data (real entry point): the matched centroids are the k-means
+cluster means of the baseline's `dense` features, row j matched to class j; seeded; one-line errors."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+
+from stages import kmeans_centroids, train_baseline
+from study import paths
+from study.clusters import contingency
+from study.data import load_split
+from study.io import StageError
+from study.model import load_trained
+from study.params import load
+from tests.conftest import tiny_params
+from tests.synthetic import write_splits
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    """A folder where train_baseline has run once on the tiny synthetic splits."""
+    root = tmp_path_factory.mktemp("baseline")
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    write_splits(root)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        train_baseline.main(load())
+    return root
+
+
+@pytest.fixture
+def km_dir(workdir, baseline):
+    """`workdir` (same params and data) with the baseline model copied in."""
+    shutil.copytree(baseline / "models", "models")
+    return workdir
+
+
+def test_centroids_are_the_matched_cluster_means_of_dense_features(km_dir):
+    metrics = kmeans_centroids.main(load())
+    with np.load(paths.CENTROIDS) as f:
+        c = f["centroids"]
+    assert c.shape == (10, 512) and c.dtype == np.float32
+    x, y = load_split("train")
+    feats = kmeans_centroids.dense_features(load_trained("baseline"), x, 32).astype(np.float64)  # (200, 512)
+    nearest = np.linalg.norm(feats[:, None] - c[None], axis=-1).argmin(1)   # (200,) row of each image
+    for j in range(10):  # a k-means fixed point: each centroid is the mean of the images nearest to it
+        np.testing.assert_allclose(c[j], feats[nearest == j].mean(axis=0), rtol=1e-4, atol=1e-4)
+    # the synthetic classes (a colour and a stripe each) are far apart in the trained features:
+    # k-means finds them exactly, and the matching puts class j's cluster on row j
+    np.testing.assert_array_equal(contingency(nearest, y, 10), 20 * np.eye(10, dtype=int))
+    assert (metrics["nmi"], metrics["ari"], metrics["purity"]) == (1.0, 1.0, 1.0)
+    # so each centroid is its class mean: their distances are float rounding (the features are ~O(1))
+    assert max(metrics["centroid_to_class_mean"]["per_class"].values()) < 1e-5
+    assert json.loads((paths.KMEANS_DIR / "metrics.json").read_text()) == metrics
+
+
+def test_same_seed_same_centroids_other_seed_may_differ(km_dir):
+    first = kmeans_centroids.main(load())
+    c1 = np.load(paths.CENTROIDS)["centroids"]
+    assert kmeans_centroids.main(load()) == first
+    np.testing.assert_array_equal(np.load(paths.CENTROIDS)["centroids"], c1)
+
+
+def test_missing_baseline_says_what_to_run(workdir):
+    with pytest.raises(StageError, match=r"^models/baseline.keras: not found; run `dvc repro train_baseline` first$"):
+        kmeans_centroids.main(workdir)
+    assert not paths.CENTROIDS.exists()
+
+
+def test_kmeans_needs_every_class(workdir):
+    x, y = load_split("train")
+    keep = y != 3
+    np.savez(paths.TRAIN, x=x[keep], y=y[keep])
+    with pytest.raises(StageError, match=r"^data/train.npz: classes \[3\] have no training images; "
+                                         r"k-means needs all 10 classes \(raise data.train_size\)$"):
+        kmeans_centroids.main(workdir)
