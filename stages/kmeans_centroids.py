@@ -36,7 +36,7 @@ def dense_features(model, x: np.ndarray, batch_size: int) -> np.ndarray:
 
 def main(params: dict) -> dict:
     """Cluster the baseline's training features; write matched centroids and metrics."""
-    from study.clusters import cluster_metrics, fit_kmeans
+    from study.kmeans import cluster_metrics, fit_kmeans
     from study.model import load_trained
 
     x, y = load_split("train")

@@ -1,13 +1,13 @@
 """The comparison metrics of the two models, from what the other stages wrote (pure functions).
 
-Reuses study.clusters (k-means, class means) rather than re-implementing them; the compare
+Reuses study.kmeans (k-means, class means) rather than re-implementing them; the compare
 stage reads the files and writes the results.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from study.clusters import class_means, fit_kmeans
+from study.kmeans import class_means, fit_kmeans
 from study.io import StageError
 from study.model import ANALYSED_LAYERS
 

@@ -9,7 +9,7 @@ import yaml
 
 from stages import kmeans_centroids, train_baseline
 from study import paths
-from study.clusters import contingency
+from study.kmeans import contingency
 from study.data import load_split
 from study.io import StageError
 from study.model import load_trained

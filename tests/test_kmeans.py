@@ -1,8 +1,8 @@
-"""study.clusters: k-means on separated blobs, Hungarian matching, cluster metrics."""
+"""study.kmeans: k-means on separated blobs, Hungarian matching, cluster metrics."""
 import numpy as np
 import pytest
 
-from study import clusters
+from study import kmeans
 
 K = 10
 NAMES = [f"class{j}" for j in range(K)]
@@ -18,34 +18,34 @@ def blobs(n_per_class=30, dim=16, seed=0, spread=0.1):
 
 
 def test_contingency_counts():
-    table = clusters.contingency(np.array([0, 0, 1, 2, 2, 2]), np.array([1, 1, 0, 2, 2, 0]), 3)
+    table = kmeans.contingency(np.array([0, 0, 1, 2, 2, 2]), np.array([1, 1, 0, 2, 2, 0]), 3)
     np.testing.assert_array_equal(table, [[0, 2, 0], [1, 0, 0], [1, 0, 2]])
-    assert clusters.purity(table) == pytest.approx((2 + 1 + 2) / 6)
+    assert kmeans.purity(table) == pytest.approx((2 + 1 + 2) / 6)
 
 
 def test_match_recovers_known_permutation():
     perm = np.random.default_rng(1).permutation(K)       # cluster perm[j] holds class j
     y = np.repeat(np.arange(K), 5)
-    table = clusters.contingency(perm[y], y, K)
-    np.testing.assert_array_equal(clusters.match_clusters(table), perm)
+    table = kmeans.contingency(perm[y], y, K)
+    np.testing.assert_array_equal(kmeans.match_clusters(table), perm)
 
 
 def test_match_is_one_to_one_when_greedy_would_collide():
     # cluster 0 is the majority of both classes 0 and 1; Hungarian gives class 0 -> 1, class 1 -> 0
     table = np.array([[5, 4], [4, 0]])
-    np.testing.assert_array_equal(clusters.match_clusters(table), [1, 0])
+    np.testing.assert_array_equal(kmeans.match_clusters(table), [1, 0])
 
 
 def test_kmeans_on_blobs_recovers_classes():
     x, y, means = blobs()
-    km = clusters.fit_kmeans(x, K, n_init=3, max_iter=100, seed=0)
-    matched, metrics = clusters.cluster_metrics(x, y, km.labels_, km.cluster_centers_, km.inertia_, NAMES)
+    km = kmeans.fit_kmeans(x, K, n_init=3, max_iter=100, seed=0)
+    matched, metrics = kmeans.cluster_metrics(x, y, km.labels_, km.cluster_centers_, km.inertia_, NAMES)
     assert metrics["nmi"] == pytest.approx(1.0)
     assert metrics["ari"] == pytest.approx(1.0)
     assert metrics["purity"] == 1.0
     assert matched.shape == (K, 16) and matched.dtype == np.float32
     # row j is class j's centroid: it sits at class j's mean (exactly, since clusters = classes)
-    np.testing.assert_allclose(matched, clusters.class_means(x, y, K), atol=1e-4)
+    np.testing.assert_allclose(matched, kmeans.class_means(x, y, K), atol=1e-4)
     np.testing.assert_allclose(matched, means, atol=0.1)
     assert metrics["centroid_to_class_mean"]["mean"] < 1e-4
     assert list(metrics["centroid_to_class_mean"]["per_class"]) == NAMES
@@ -56,8 +56,8 @@ def test_kmeans_on_blobs_recovers_classes():
 
 def test_kmeans_is_seeded():
     x, _, _ = blobs(spread=5.0)   # overlapping blobs: the result depends on the init
-    a = clusters.fit_kmeans(x, K, n_init=1, max_iter=50, seed=3)
-    b = clusters.fit_kmeans(x, K, n_init=1, max_iter=50, seed=3)
+    a = kmeans.fit_kmeans(x, K, n_init=1, max_iter=50, seed=3)
+    b = kmeans.fit_kmeans(x, K, n_init=1, max_iter=50, seed=3)
     np.testing.assert_array_equal(a.labels_, b.labels_)
     np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
 
@@ -68,7 +68,7 @@ def test_metrics_on_mixed_clusters():
     y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
     labels = np.array([0, 0, 0, 1, 1, 1, 1, 0])
     centroids = np.array([[0.], [4.]], np.float32)
-    matched, m = clusters.cluster_metrics(x, y, labels, centroids, 0.0, ["a", "b"])
+    matched, m = kmeans.cluster_metrics(x, y, labels, centroids, 0.0, ["a", "b"])
     assert m["purity"] == pytest.approx(0.75)
     np.testing.assert_array_equal(matched, centroids)
     # class means: a = 1.0, b = 3.0 -> distances 1 and 1
