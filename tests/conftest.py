@@ -147,3 +147,17 @@ def tree(root: Path) -> dict[str, bytes]:
     """{relative path: contents} of every file under root/data and root/models (hidden ones too)."""
     return {str(p.relative_to(root)): p.read_bytes() for d in ("data", "models") if (root / d).exists()
             for p in sorted((root / d).rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def baseline_dir(tmp_path_factory):
+    """(folder, test metrics): tiny params and synthetic splits where train_baseline ran once.
+    Tests copy its models/ and plots/ rather than training again."""
+    from stages import train_baseline
+    from study.params import load
+    root = tmp_path_factory.mktemp("baseline")
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    write_splits(root)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        return root, train_baseline.main(load())

@@ -5,35 +5,20 @@ import shutil
 
 import numpy as np
 import pytest
-import yaml
 
-from stages import kmeans_centroids, train_baseline
+from stages import kmeans_centroids
 from study import paths
 from study.kmeans import contingency
 from study.data import load_split
 from study.io import StageError
 from study.model import load_trained
 from study.params import load
-from tests.conftest import tiny_params
-from tests.synthetic import write_splits
-
-
-@pytest.fixture(scope="module")
-def baseline(tmp_path_factory):
-    """A folder where train_baseline has run once on the tiny synthetic splits."""
-    root = tmp_path_factory.mktemp("baseline")
-    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
-    write_splits(root)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        train_baseline.main(load())
-    return root
 
 
 @pytest.fixture
-def km_dir(workdir, baseline):
-    """`workdir` (same params and data) with the baseline model copied in."""
-    shutil.copytree(baseline / "models", "models")
+def km_dir(workdir, baseline_dir):
+    """`workdir` (same params and data) with the trained baseline model copied in."""
+    shutil.copytree(baseline_dir[0] / "models", "models")
     return workdir
 
 

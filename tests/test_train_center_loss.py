@@ -7,14 +7,12 @@ import numpy as np
 import pytest
 import yaml
 
-from stages import kmeans_centroids, train_baseline, train_center_loss
+from stages import kmeans_centroids, train_center_loss
 from study import paths
 from study.data import load_split
 from study.io import StageError
 from study.params import ParamsError, load
 from study.train import evaluate_test
-from tests.conftest import tiny_params
-from tests.synthetic import write_splits
 
 CURVES = ("train/loss", "train/ce", "train/intra", "train/inter", "train/accuracy",
           "train/intra_dist", "train/inter_dist", "val/loss", "val/ce", "val/intra",
@@ -37,16 +35,14 @@ def set_params(params, **center_loss):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """train_baseline and kmeans_centroids run once on the `workdir` fixture's tiny data."""
+def trained(tmp_path_factory, baseline_dir):
+    """The trained baseline (conftest's baseline_dir) plus kmeans_centroids run once on it."""
     root = tmp_path_factory.mktemp("trained")
-    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
-    write_splits(root)
+    shutil.copytree(baseline_dir[0], root, dirs_exist_ok=True)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
-        baseline = train_baseline.main(load())
         km = kmeans_centroids.main(load())
-    return root, baseline, km
+    return root, baseline_dir[1], km
 
 
 @pytest.fixture
