@@ -11,13 +11,12 @@ plots/compare/confusion_matrices.png and plots/compare/report.md (links the
 t-SNE 3D images and Grad-CAM grids of both models relatively).
 """
 import csv
-import json
 
 import numpy as np
 
 from study import paths
 from study.data import class_names
-from study.io import StageError, load_npz, read_input, run_stage, save_figure, write_json, write_text
+from study.io import StageError, load_npz, read_input, read_json, run_stage, save_figure, write_json, write_text
 from study.model import FEATURE_LAYER
 from study.params import load
 
@@ -27,11 +26,6 @@ BASE, OTHER = paths.MODEL_NAMES          # ("baseline", "center_loss")
 CURVES = {"accuracy": {"baseline": "accuracy", "center_loss": "accuracy"},
           "cross-entropy": {"baseline": "loss", "center_loss": "ce"}}
 SPLITS = ("train", "val")
-
-
-def read_json(path, stage: str):
-    """Parsed JSON of another stage's output; missing = StageError naming the stage to run."""
-    return read_input(path, stage, lambda p: json.loads(p.read_text()), "JSON file")
 
 
 def read_curve(path, stage: str) -> tuple[np.ndarray, np.ndarray]:

@@ -1,16 +1,12 @@
-"""Reading the prepared splits that fetch_data writes, and the one preprocessing step."""
+"""The splits: drawing them (fetch_data), reading the ones fetch_data wrote, and the one preprocessing step."""
 from __future__ import annotations
-
-import json
 
 import numpy as np
 
 from study import paths
-from study.io import StageError, load_npz, read_input
+from study.io import StageError, load_npz, read_json
 
 FETCH_STAGE = "fetch_data"
-
-
 SPLITS = ("train", "val", "test")
 
 
@@ -35,7 +31,7 @@ def load_split(name: str) -> tuple[np.ndarray, np.ndarray]:
 
 def class_names() -> list[str]:
     """The 10 class names, index = label."""
-    return read_input(paths.CLASSES, FETCH_STAGE, lambda p: json.loads(p.read_text()), "JSON file")
+    return read_json(paths.CLASSES, FETCH_STAGE)
 
 
 def preprocess(x):

@@ -33,6 +33,11 @@ def read_input(path, stage: str, read, what: str = "file", hint: str = ""):
                          f"run `dvc repro {stage}` to rebuild it") from None
 
 
+def read_json(path, stage: str):
+    """Parsed JSON of a file another stage writes, via read_input."""
+    return read_input(path, stage, lambda p: json.loads(p.read_text()), "JSON file")
+
+
 def load_npz(path, stage: str, required=()) -> dict:
     """All arrays of an .npz another stage writes (via read_input); one of `required` missing
     is a one-line StageError naming the stage that rebuilds the file."""
