@@ -60,7 +60,8 @@ def main(params: dict) -> dict:
     set_seed(params["seed"])  # same seed, same builder: scratch starts from the baseline's init
     model = build_model(params["batch_norm"])
     init_weights(model, cl["init"])
-    trainer = CenterLossTrainer(model, centroids, cl["variant"], cl["lambda"], cl["mu"], cl["alpha"])
+    trainer = CenterLossTrainer(model, centroids, cl["variant"], cl["lambda"], cl["mu"], cl["alpha"],
+                                params["label_smoothing"])
     return train_and_evaluate(NAME, model, params, splits, classes, trainer=trainer)
 
 

@@ -30,6 +30,7 @@ import tensorflow as tf
 from keras import ops
 
 from study.model import FEATURE_LAYER, OUTPUT_LAYER, layer_outputs
+from study.train import cross_entropy
 
 EPS = 1e-8      # floor on centre norms in the cosine (an all-zero centre would divide by 0)
 DELTA = 1.0     # Qi & Su's delta in the contrastive denominator
@@ -115,7 +116,8 @@ class CenterLossTrainer(keras.Model):
     inter, accuracy, intra_dist, inter_dist (val_<k> on the validation split).
     """
 
-    def __init__(self, base, centers, variant: str, lam: float, mu: float, alpha: float, **kwargs):
+    def __init__(self, base, centers, variant: str, lam: float, mu: float, alpha: float,
+                 label_smoothing: float = 0.0, **kwargs):
         super().__init__(name="center_loss_trainer", **kwargs)
         if variant not in VARIANTS:
             raise ValueError(f"variant {variant!r}; allowed: " + ", ".join(VARIANTS))
@@ -123,6 +125,7 @@ class CenterLossTrainer(keras.Model):
         self.centers = keras.Variable(ops.convert_to_tensor(centers, "float32"),
                                       trainable=False, name="centers")  # (K, 512)
         self.variant, self.lam, self.mu, self.alpha = variant, float(lam), float(mu), float(alpha)
+        self.cross_entropy = cross_entropy(label_smoothing)
         self.trackers = {k: keras.metrics.Mean(name=k) for k in LOG_NAMES}
         self.acc = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
 
@@ -137,7 +140,7 @@ class CenterLossTrainer(keras.Model):
 
     def _terms(self, f, probs, y, c):
         """All loss terms and logged quantities of one batch, as scalars."""
-        ce = ops.mean(keras.losses.sparse_categorical_crossentropy(y, probs))
+        ce = ops.mean(self.cross_entropy(y, probs))
         intra, inter = intra_term(f, y, c), inter_term(self.variant, f, y, c)
         return {"loss": ce + self.lam * intra + self.mu * inter, "ce": ce, "intra": intra,
                 "inter": inter, "intra_dist": intra_distance(f, y, c), "inter_dist": inter_distance(c)}

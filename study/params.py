@@ -67,6 +67,14 @@ def _bool(v):
         return "true or false"
 
 
+AUGMENTS = ("none", "rotate_flip", "crop_flip")
+
+
+def _augment(v):
+    if not (isinstance(v, bool) or v in AUGMENTS):
+        return "allowed: " + ", ".join(AUGMENTS) + " (true = rotate_flip, false = none)"
+
+
 def _md5(v):
     if not (isinstance(v, str) and re.fullmatch(r"[0-9a-fA-F]{32}", v)):
         return "32 hex digits (the archive's md5)"
@@ -86,13 +94,17 @@ SCHEMA = {
     "seed": _int(0, 2**31 - 1),
     "optimizer": _choice("adam", "sgd", "rmsprop"),
     "learning_rate": _float(0, 10, lo_open=True),
-    "lr_schedule": _choice("none", "step", "cosine"),
+    "weight_decay": _float(0, 1),    # decoupled (Keras optimizers' weight_decay): w -= lr * wd * w
+    "label_smoothing": _float(0, 0.5),
+    "lr_schedule": _choice("none", "step", "cosine", "onecycle"),
+    "lr_warmup_epochs": _float(0, 1_000),
     "lr_step_epochs": _int(1, 1_000),
     "lr_step_factor": _float(0, 1, lo_open=True),
     "epochs": _int(1, 1_000),         # upper bounds on counts catch typos (5000 for 50) before hours of work
     "batch_size": _int(1, 50_000),   # <= the 50,000 training images
     "batch_norm": _bool,
-    "augment": _bool,
+    "augment": _augment,
+    "tta": _choice("none", "flip"),
     "data.url": _url,
     "data.md5": _md5,
     "data.val_size": _int(10, 49_000),
@@ -155,7 +167,8 @@ def _flatten(params: dict) -> dict:
 
 
 def validate(params: dict) -> dict:
-    """Check a params dict against SCHEMA and cross-key rules; return it unchanged."""
+    """Check a params dict against SCHEMA and cross-key rules; return it, with `augment`'s
+    true/false (the seed's on/off switch) spelled as their names (rotate_flip/none)."""
     if not isinstance(params, dict):
         raise ParamsError(f"{PARAMS_FILE}: expected a mapping of keys, got {type(params).__name__}")
     flat = _flatten(params)
@@ -169,6 +182,11 @@ def validate(params: dict) -> dict:
         if problem:
             raise ParamsError(f"{PARAMS_FILE}: {key} = {_show(flat[key])} is not allowed; allowed: "
                               + problem.removeprefix("allowed: "))
+    if params["lr_schedule"] == "onecycle" and params["lr_warmup_epochs"] >= params["epochs"]:
+        raise ParamsError(f"{PARAMS_FILE}: lr_warmup_epochs = {params['lr_warmup_epochs']} is not allowed; "
+                          f"allowed: < epochs ({params['epochs']}) with lr_schedule onecycle")
+    if isinstance(params["augment"], bool):
+        params["augment"] = AUGMENTS[1] if params["augment"] else AUGMENTS[0]
     d = params["data"]
     if d["train_size"] is not None and d["train_size"] + d["val_size"] > 50_000:
         raise ParamsError(f"{PARAMS_FILE}: data.train_size + data.val_size = "

@@ -27,7 +27,11 @@ def test_repository_params_are_valid():
 
 @pytest.mark.parametrize("key,value,allowed", [
     ("optimizer", "adagrad", "allowed: adam, sgd, rmsprop"),
-    ("lr_schedule", "exponential", "allowed: none, step, cosine"),
+    ("lr_schedule", "exponential", "allowed: none, step, cosine, onecycle"),
+    ("weight_decay", -0.1, "in [0, 1]"),
+    ("label_smoothing", 0.7, "in [0, 0.5]"),
+    ("lr_warmup_epochs", -1, "in [0, 1000]"),
+    ("tta", "ten_crop", "allowed: none, flip"),
     ("learning_rate", 0, "in (0, 10]"),
     ("learning_rate", -0.1, "in (0, 10]"),
     ("learning_rate", "fast", "a finite number"),
@@ -39,7 +43,8 @@ def test_repository_params_are_valid():
     ("epochs", 2.5, "an integer"),
     ("batch_size", -4, "in [1, 50000]"),
     ("batch_norm", "yes", "true or false"),
-    ("augment", 1, "true or false"),
+    ("augment", 1, "allowed: none, rotate_flip, crop_flip (true = rotate_flip, false = none)"),
+    ("augment", "crop", "allowed: none, rotate_flip, crop_flip"),
     ("seed", -1, "in [0, 2147483647]"),
     ("data.md5", "abc", "32 hex digits"),
     ("data.url", "ftp://example.org/x.tar.gz", "an http(s):// URL"),
@@ -75,6 +80,24 @@ def test_cross_key_rules():
     p = _with("activations.n_samples", 500)  # tiny test split is 100
     with pytest.raises(ParamsError, match=r"activations.n_samples = 500 .* <= the test split size \(100\)"):
         validate(p)
+
+
+def test_onecycle_warmup_must_end_before_the_last_epoch():
+    p = _with("lr_schedule", "onecycle")
+    p.update(epochs=3, lr_warmup_epochs=3)
+    with pytest.raises(ParamsError, match=r"^params.yaml: lr_warmup_epochs = 3 is not allowed; allowed: < epochs "
+                                          r"\(3\) with lr_schedule onecycle$"):
+        validate(p)
+    p["lr_warmup_epochs"] = 2.5
+    assert validate(p)["lr_warmup_epochs"] == 2.5
+    p["lr_schedule"] = "step"  # the warm-up is onecycle's only
+    p["lr_warmup_epochs"] = 3
+    assert validate(p)["lr_schedule"] == "step"
+
+
+@pytest.mark.parametrize("given,meant", [(True, "rotate_flip"), (False, "none"), ("crop_flip", "crop_flip")])
+def test_augment_true_false_keep_meaning_the_seeds_switch(given, meant):
+    assert validate(_with("augment", given))["augment"] == meant
 
 
 def test_stage_fails_before_heavy_work_with_one_line(tmp_path):

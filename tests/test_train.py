@@ -13,7 +13,8 @@ import yaml
 
 from study import paths
 from study.io import StageError
-from study.train import _callbacks, lr_for_epoch, make_dataset
+from study.train import (ONECYCLE_DIV, _callbacks, cross_entropy, evaluate_test, lr_for_epoch, make_dataset,
+                         make_optimizer, onecycle)
 from tests.conftest import REPO, assert_one_line_error, tree
 
 
@@ -37,11 +38,74 @@ def test_lr_schedules_by_hand():
     assert {lr_for_epoch(e, p) for e in range(4)} == {0.1}
 
 
+def _onecycle_by_hand(step, lr, warmup, total):
+    """The one-cycle rate written out: linear from lr/25 to lr over `warmup` steps, then cosine to 0."""
+    if step < warmup:
+        return lr / ONECYCLE_DIV + (lr - lr / ONECYCLE_DIV) * step / warmup
+    return 0.5 * lr * (1 + math.cos(math.pi * min(step - warmup, total - warmup) / (total - warmup)))
+
+
+@pytest.mark.parametrize("warmup_epochs", [0, 1, 1.5])
+def test_onecycle_rate_per_step_and_per_epoch(warmup_epochs):
+    p = {"learning_rate": 0.2, "lr_schedule": "onecycle", "lr_warmup_epochs": warmup_epochs, "epochs": 4}
+    schedule, steps = onecycle(p, steps_per_epoch=10), 10
+    warmup = round(warmup_epochs * steps)
+    got = [float(schedule(i)) for i in range(41)]
+    want = [_onecycle_by_hand(i, 0.2, warmup, 40) for i in range(41)]
+    assert got == pytest.approx(want, rel=1e-5, abs=1e-7)
+    assert got[0] == pytest.approx(0.2 / 25 if warmup else 0.2) and max(got) == pytest.approx(0.2)
+    assert got[40] == pytest.approx(0.0, abs=1e-7)  # the last step ends at 0
+    assert got[warmup] == pytest.approx(0.2)       # the peak is where the warm-up ends
+
+
+def test_label_smoothing_in_the_loss():
+    import keras
+    y = np.array([0, 2, 1])
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.25, 0.5, 0.25]], dtype="float32")
+    plain = keras.ops.convert_to_numpy(cross_entropy(0)(y, probs))
+    assert plain == pytest.approx(-np.log(probs[np.arange(3), y]), rel=1e-6)
+    smooth = keras.ops.convert_to_numpy(cross_entropy(0.3)(y, probs))
+    target = np.eye(3)[y] * 0.7 + 0.3 / 3   # (1 - ls) * one-hot + ls / K
+    assert smooth == pytest.approx(-(target * np.log(probs)).sum(1), rel=1e-5)
+
+
+def test_weight_decay_shrinks_kernels_not_biases_or_batch_norm():
+    import keras
+    p = {"optimizer": "sgd", "learning_rate": 0.1, "lr_schedule": "none", "weight_decay": 0.5}
+    net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), keras.layers.BatchNormalization()])
+    for v in net.trainable_variables:
+        v.assign(np.ones(v.shape, "float32"))
+    opt = make_optimizer(p, steps_per_epoch=1)
+    opt.apply_gradients([(np.zeros(v.shape, "float32"), v) for v in net.trainable_variables])
+    after = {v.path: float(np.asarray(v).ravel()[0]) for v in net.trainable_variables}
+    assert after == {"sequential/dense/kernel": pytest.approx(1 - 0.1 * 0.5), "sequential/dense/bias": 1.0,
+                     "sequential/batch_normalization/gamma": 1.0, "sequential/batch_normalization/beta": 1.0}
+    assert make_optimizer({**p, "weight_decay": 0}, 1).weight_decay is None  # 0: the seed's optimizer
+
+
+def test_flip_tta_averages_each_image_and_its_mirror():
+    import keras
+    x = np.random.default_rng(1).integers(0, 256, size=(40, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(40) % 10
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
+    both = (net.predict(x / 255.0, verbose=0) + net.predict(x[:, :, ::-1] / 255.0, verbose=0)) / 2
+    got = evaluate_test(net, x, y, 16, tta="flip")
+    assert got["pred"].tolist() == both.argmax(1).tolist()
+    assert got["loss"] == pytest.approx(-np.log(both[np.arange(40), y]).mean(), rel=1e-5)
+    plain = evaluate_test(net, x, y, 16)
+    assert plain["pred"].tolist() == net.predict(x / 255.0, verbose=0).argmax(1).tolist()
+
+
 def test_baseline_stage_writes_model_metrics_curves_and_confusion(workdir):
     test = _train(workdir)
     live = paths.train_dir("baseline")
     metrics = json.loads((live / "metrics.json").read_text())
     assert metrics["test"] == {"accuracy": test["accuracy"], "loss": test["loss"]}
+    val_acc = _read_tsv_column(live / "plots/metrics/val/accuracy.tsv", "accuracy")
+    assert metrics["time_to_val_accuracy"] == {
+        k: ({"epoch": 1, "seconds": _read_tsv_column(live / "plots/metrics/elapsed_s.tsv", "elapsed_s")[0]}
+            if val_acc[0] >= t else None) for k, t in (("0_80", 0.8), ("0_85", 0.85), ("0_864", 0.864))}
     assert math.isfinite(test["loss"]) and test["loss"] > 0
     for split in ("train", "val"):
         for m in ("loss", "accuracy"):
@@ -60,7 +124,7 @@ def test_baseline_stage_writes_model_metrics_curves_and_confusion(workdir):
 
 @pytest.mark.slow
 def test_same_seed_gives_identical_test_metrics_and_weights(workdir):
-    workdir.update(epochs=2, augment=True)
+    workdir.update(epochs=2, augment="rotate_flip")
     first = _train(workdir)
     import keras
     w1 = keras.saving.load_model(paths.model_file("baseline")).get_weights()
@@ -76,20 +140,28 @@ def test_same_seed_gives_identical_test_metrics_and_weights(workdir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("optimizer,schedule", [("sgd", "step"), ("rmsprop", "cosine"), ("adam", "none")])
+@pytest.mark.parametrize("optimizer,schedule", [("sgd", "step"), ("rmsprop", "cosine"), ("adam", "none"),
+                                                ("sgd", "onecycle")])
 def test_each_optimizer_and_schedule_trains_and_logs_its_learning_rate(workdir, optimizer, schedule):
     workdir.update(optimizer=optimizer, lr_schedule=schedule, epochs=3, lr_step_epochs=1,
                    lr_step_factor=0.5, learning_rate=0.01, batch_norm=optimizer != "adam")
+    if schedule == "onecycle":  # the fast recipe's other keys too
+        workdir.update(learning_rate=0.05, weight_decay=5e-3, label_smoothing=0.1, augment="crop_flip",
+                       tta="flip", lr_warmup_epochs=1)
     _train(workdir)
     live = paths.train_dir("baseline")
     logged = _read_tsv_column(live / "plots/metrics/learning_rate.tsv", "learning_rate")
-    assert logged == pytest.approx([lr_for_epoch(e, workdir) for e in range(3)], rel=1e-6)
+    steps = math.ceil(workdir["data"]["train_size"] / workdir["batch_size"])  # 7 steps per epoch
+    want = [_onecycle_by_hand(e * steps, 0.05, steps, 3 * steps) for e in range(3)] if schedule == "onecycle" \
+        else [lr_for_epoch(e, workdir) for e in range(3)]  # each epoch logs its first step's rate
+    assert logged == pytest.approx(want, rel=1e-5)
     losses = _read_tsv_column(live / "plots/metrics/train/loss.tsv", "loss")
     assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0], losses
 
 
 def test_nan_loss_stops_training_with_a_clear_message():
-    stop = [cb for cb in _callbacks({"learning_rate": 0.5}, live=None) if type(cb).__name__ == "StopOnNaN"][0]
+    params = {"learning_rate": 0.5, "lr_schedule": "none"}
+    stop = [cb for cb in _callbacks(params, live=None, progress={}) if type(cb).__name__ == "StopOnNaN"][0]
     stop.on_epoch_begin(2)
     stop.on_train_batch_end(0, {"loss": 1.0})
     with pytest.raises(StageError, match=r"training loss became nan at epoch 3, batch 8; lower learning_rate \(now 0.5\)"):
@@ -102,9 +174,37 @@ def test_dataset_preprocesses_and_augments_in_graph():
     plain = next(iter(make_dataset(x, y, 8)))
     assert plain[0].dtype.name == "float32" and np.allclose(plain[0].numpy(), x / 255.0)
     assert plain[1].numpy().tolist() == list(range(8))
-    a1 = next(iter(make_dataset(x, y, 8, augment=True, seed=3)))[0].numpy()
+    a1 = next(iter(make_dataset(x, y, 8, augment="rotate_flip", seed=3)))[0].numpy()
     assert a1.shape == (8, 32, 32, 3) and not np.allclose(a1, x / 255.0)
     assert 0.0 <= a1.min() and a1.max() <= 1.0
+
+
+def _shift_and_flip(image, out, pad):
+    """(dy, dx, flipped) such that out's centre is image shifted by (dy, dx), mirrored if flipped; or None."""
+    c = slice(pad, 32 - pad)
+    for flipped in (False, True):
+        src = image[:, ::-1] if flipped else image
+        for dy in range(-pad, pad + 1):
+            for dx in range(-pad, pad + 1):
+                if np.array_equal(out[c, c], src[pad + dy:32 - pad + dy, pad + dx:32 - pad + dx]):
+                    return dy, dx, flipped
+    return None
+
+
+def test_crop_flip_shifts_each_image_by_at_most_4_pixels_and_mirrors_some():
+    x = np.random.default_rng(0).integers(0, 256, size=(64, 32, 32, 3), dtype=np.uint8)
+    y = np.zeros(64, dtype=np.uint8)
+    out = next(iter(make_dataset(x, y, 64, augment="crop_flip", seed=5)))[0].numpy()
+    assert out.shape == (64, 32, 32, 3) and out.dtype == np.float32
+    assert np.allclose(out * 255, np.round(out * 255), atol=1e-3)  # pixels copied, not interpolated
+    pixels = np.round(out * 255).astype(np.uint8)
+    moves = [_shift_and_flip(x[i], pixels[i], 4) for i in range(64)]
+    assert None not in moves                                   # every image: a whole-pixel shift <= 4, maybe mirrored
+    assert len({(dy, dx) for dy, dx, _ in moves}) > 10        # per image, not one offset per batch
+    assert 10 < sum(f for *_, f in moves) < 54                 # about half mirrored
+    again = next(iter(make_dataset(x, y, 64, augment="crop_flip", seed=5)))[0].numpy()
+    other = next(iter(make_dataset(x, y, 64, augment="crop_flip", seed=6)))[0].numpy()
+    assert np.array_equal(out, again) and not np.array_equal(out, other)  # seeded
 
 
 @pytest.mark.parametrize("sig,code,how", [(signal.SIGINT, 1, "Ctrl-C \\(SIGINT\\)"),
