@@ -1,13 +1,16 @@
-"""Benchmark (not a test): openTSNE (the tsne stage's embedding) against scikit-learn's TSNE.
+"""Benchmark (not a test): the tsne stage's shared 2D + 3D embedding against two separate fits.
 
-Both embed the same features in 2D with the same perplexity, seed, PCA initialisation and
-iterations after early exaggeration (scikit-learn's early-exaggeration phase is fixed at 250
-steps and counted in its max_iter, so it gets max_iter = 250 + tsne.n_iter; equal work when
-tsne.early_exaggeration_iter is 250, the default), on all cores; the table gives wall time
-and kNN accuracy (study.tsne.knn_accuracy, k = tsne.knn_k, seeded 5-fold CV) of each.
+Before (the stage until issue 10): openTSNE's TSNE.fit once in 2D (FFT) and once in 3D
+(Barnes-Hut), each building its own kNN graph, affinities and PCA initialisation and running
+early exaggeration. After (study.tsne.embed, the stage now): one affinity object and one PCA
+for both, the 3D fit starting from the finished 2D layout. Each side also computes the
+layer's metrics (study.tsne.layer_metrics), so a side's seconds are what the stage spends on
+the layer. Same params (params.yaml's tsne.* and seed), all cores, on data/activations/<name>.npz;
+the sides alternate (ABBA over the layers) so both see the same machine load; the last line
+is `ratio <after/before>` of the total seconds.
 
-Needs data/activations/<name>.npz (`dvc repro extract_activations@<name>`). Run from the repo root:
-    .venv/bin/python -m benchmarks.bench_tsne --name baseline --layers dense conv2d_4 [--n 10000] [--out bench.json]
+Needs data/activations/<name>.npz (`dvc repro extract_activations@<name>`). From the repo root:
+    .venv/bin/python -m benchmarks.bench_tsne --name baseline [--layers dense conv2d_4] [--n 10000] [--out b.json]
 """
 from __future__ import annotations
 
@@ -19,62 +22,62 @@ import time
 import numpy as np
 
 from study import paths
-from study.model import ANALYSED_LAYERS
 from study.data import stratified_subset
-from study.tsne import knn_accuracy, tsne
+from study.model import ANALYSED_LAYERS
 from study.params import load
-
-SKLEARN_EXAGGERATION_ITER = 250  # fixed inside sklearn.manifold.TSNE
-
-
-def sklearn_tsne(x: np.ndarray, perplexity: float, max_iter: int, seed: int) -> np.ndarray:
-    """scikit-learn's Barnes-Hut TSNE (n, 2), PCA-initialised and seeded like the stage's openTSNE."""
-    from sklearn.manifold import TSNE
-    return TSNE(n_components=2, perplexity=perplexity, max_iter=max_iter, init="pca",
-                random_state=seed, n_jobs=-1).fit_transform(x)
+from study.tsne import embed, layer_metrics
 
 
-def timed(fn, *args):
-    """(result, wall seconds) of fn(*args)."""
+def separate_fits(x: np.ndarray, t: dict, seed: int) -> dict[int, np.ndarray]:
+    """The stage before: a full, independent openTSNE fit in 2D and in 3D."""
+    from openTSNE import TSNE
+    return {d: np.asarray(TSNE(n_components=d, perplexity=t["perplexity"], n_iter=t["n_iter"],
+                               early_exaggeration_iter=t["early_exaggeration_iter"], initialization="pca",
+                               negative_gradient_method="fft" if d == 2 else "bh", random_state=seed,
+                               n_jobs=-1, verbose=False).fit(np.asarray(x, np.float64)), dtype=np.float32)
+            for d in (2, 3)}
+
+
+def run_side(side: str, x, y, t: dict, seed: int) -> dict:
+    """One side on one layer: seconds (embedding + metrics) and the layer's metrics."""
     t0 = time.perf_counter()
-    out = fn(*args)
-    return out, time.perf_counter() - t0
-
-
-def bench_layer(x, y, t: dict, seed: int) -> dict:
-    """Time and kNN accuracy of openTSNE and scikit-learn TSNE on one layer's features."""
-    e_open, s_open = timed(tsne, x, 2, t["perplexity"], t["n_iter"], seed, t["early_exaggeration_iter"])
-    e_skl, s_skl = timed(sklearn_tsne, x, t["perplexity"], SKLEARN_EXAGGERATION_ITER + t["n_iter"], seed)
-    return {"n": len(x), "dims": x.shape[1],
-            "opentsne_seconds": round(s_open, 1), "opentsne_knn_accuracy": knn_accuracy(e_open, y, t["knn_k"], seed),
-            "sklearn_seconds": round(s_skl, 1), "sklearn_knn_accuracy": knn_accuracy(e_skl, y, t["knn_k"], seed),
-            "features_knn_accuracy": knn_accuracy(x, y, t["knn_k"], seed)}
+    embs = separate_fits(x, t, seed) if side == "before" else embed(
+        x, t["perplexity"], t["n_iter"], seed, t["early_exaggeration_iter"])[0]
+    metrics = layer_metrics(x, embs[2], embs[3], y, t["knn_k"], t["trust_samples"], seed)
+    return {"seconds": round(time.perf_counter() - t0, 1), **{k: round(v, 4) for k, v in metrics.items()}}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--name", choices=paths.MODEL_NAMES, default="baseline")
-    ap.add_argument("--layers", nargs="+", choices=ANALYSED_LAYERS, default=["dense"])
+    ap.add_argument("--layers", nargs="+", choices=ANALYSED_LAYERS, default=list(ANALYSED_LAYERS))
     ap.add_argument("--n", type=int, default=None, help="stratified subsample of the activations (default: all)")
     ap.add_argument("--out", help="also write the results as JSON here")
     args = ap.parse_args()
     params = load()
+    t, seed = params["tsne"], params["seed"]
     with np.load(paths.activations_file(args.name)) as f:
         acts = {k: f[k] for k in (*args.layers, "y")}
     y = acts["y"].astype(np.int64)
-    idx = stratified_subset(y, args.n or len(y), params["seed"])
-    print(f"{os.cpu_count()} cores; {args.name}; tsne params {params['tsne']}")
-    print("| layer | n | dims | openTSNE s | openTSNE kNN | sklearn s | sklearn kNN | features kNN |")
+    idx = stratified_subset(y, args.n or len(y), seed)
+    print(f"{os.cpu_count()} cores; {args.name}; {len(idx)} images; tsne params {t}")
+    print("| layer | dims | side | seconds | kNN 2D | kNN 3D | trustworthiness 2D | silhouette 2D |")
     print("|---|---|---|---|---|---|---|---|")
-    results = {}
-    for layer in args.layers:
-        r = results[layer] = bench_layer(acts[layer][idx], y[idx], params["tsne"], params["seed"])
-        print(f"| {layer} | {r['n']} | {r['dims']} | {r['opentsne_seconds']} | {r['opentsne_knn_accuracy']:.3f} "
-              f"| {r['sklearn_seconds']} | {r['sklearn_knn_accuracy']:.3f} | {r['features_knn_accuracy']:.3f} |",
-              flush=True)
+    results, totals = {}, {"before": 0.0, "after": 0.0}
+    for i, layer in enumerate(args.layers):
+        x = acts[layer][idx]
+        results[layer] = {}
+        for side in (("before", "after") if i % 2 == 0 else ("after", "before")):
+            r = results[layer][side] = run_side(side, x, y[idx], t, seed)
+            totals[side] += r["seconds"]
+            print(f"| {layer} | {x.shape[1]} | {side} | {r['seconds']} | {r['knn_accuracy_2d']:.3f} "
+                  f"| {r['knn_accuracy_3d']:.3f} | {r['trustworthiness_2d']:.3f} | {r['silhouette_2d']:.3f} |",
+                  flush=True)
+    print(f"total seconds: before {totals['before']:.1f}, after {totals['after']:.1f}")
+    print(f"ratio {totals['after'] / totals['before']:.3f}")
     if args.out:
         with open(args.out, "w") as f:
-            json.dump(results, f, indent=2)
+            json.dump({"n": len(idx), "tsne": t, "layers": results, "totals": totals}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -39,16 +39,23 @@ def check_knn_k(k: int, n: int) -> None:
 
 
 def embed_layer(name: str, layer: str, feats, y, classes, t: dict, seed: int) -> dict[str, float]:
-    """Embed one layer in 2D and 3D, write its tsv and images, return its metrics."""
-    from study.tsne import layer_metrics, tsne
+    """Embed one layer in 2D and 3D, write its tsv and images, return its metrics; log its timings."""
+    import time
+
+    from study.tsne import embed, layer_metrics
     from study.tsne_plots import scatter_3d
 
-    emb2, emb3 = (tsne(feats, d, t["perplexity"], t["n_iter"], seed, t["early_exaggeration_iter"])
-                  for d in (2, 3))
+    embs, seconds = embed(feats, t["perplexity"], t["n_iter"], seed, t["early_exaggeration_iter"])
+    emb2, emb3 = embs[2], embs[3]
+    t0 = time.perf_counter()
     write_text(paths.tsne_points(name, layer), points_tsv(emb2, y, classes))
     save_figure(scatter_3d(emb3, y, classes, f"{name}: 3D t-SNE of layer {layer} ({len(y)} test images)"),
                 paths.tsne_image_3d(name, layer))
-    return layer_metrics(feats, emb2, emb3, y, t["knn_k"], t["trust_samples"], seed)
+    metrics = layer_metrics(feats, emb2, emb3, y, t["knn_k"], t["trust_samples"], seed)
+    seconds["metrics and plots"] = time.perf_counter() - t0
+    print(f"{name} {layer} ({feats.shape[1]} dims): " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()),
+          flush=True)
+    return metrics
 
 
 def draw_surfaces(name: str, layer: str, arrays: dict, classes: list[str]) -> None:
@@ -69,7 +76,7 @@ def main(params: dict, name: str) -> dict:
     metrics = {}
     for layer in ANALYSED_LAYERS:
         metrics[layer] = embed_layer(name, layer, arrays[layer], y, classes, t, seed)
-        print(f"{name} {layer}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics[layer].items()))
+        print(f"{name} {layer}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics[layer].items()), flush=True)
         if f"surface_{layer}" in arrays:  # conv layers only
             draw_surfaces(name, layer, arrays, classes)
     write_json(paths.tsne_metrics(name), metrics)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import make_blobs
 
-from study.tsne import knn_accuracy, layer_metrics, silhouette, trustworthiness, tsne
+from study.tsne import embed, knn_accuracy, layer_metrics, silhouette, trustworthiness
 
 N_ITER, EE_ITER, PERPLEXITY = 100, 50, 15
 
@@ -19,16 +19,39 @@ def blobs():
 def embeddings(blobs):
     """{(n_components, seed): embedding} of the blobs."""
     x, _ = blobs
-    return {(d, s): tsne(x, d, PERPLEXITY, N_ITER, s, EE_ITER) for d in (2, 3) for s in (0, 0, 1)}
+    return {(d, s): emb for s in (0, 1) for d, emb in embed(x, PERPLEXITY, N_ITER, s, EE_ITER)[0].items()}
 
 
 def test_embeddings_have_shape_are_finite_and_seeded(blobs, embeddings):
     x, _ = blobs
+    again, seconds = embed(x, PERPLEXITY, N_ITER, 0, EE_ITER)
+    assert set(seconds) == {"affinities", "2d", "3d"} and all(v >= 0 for v in seconds.values())
     for d in (2, 3):
         e0 = embeddings[(d, 0)]
         assert e0.shape == (len(x), d) and e0.dtype == np.float32 and np.isfinite(e0).all()
-        assert np.array_equal(e0, tsne(x, d, PERPLEXITY, N_ITER, 0, EE_ITER))   # same seed, same result
+        assert np.array_equal(e0, again[d])                                    # same seed, same result
         assert np.abs(e0 - embeddings[(d, 1)]).max() > 1e-3                  # different seed, different
+
+
+def test_2d_and_3d_share_one_affinity_and_one_pca(blobs, monkeypatch):
+    from openTSNE import affinity, initialization, tsne
+    calls = []  # openTSNE's TSNE.fit would build its own MultiscaleMixture and PCA when not given them
+    for module, name in ((affinity, "MultiscaleMixture"), (tsne, "MultiscaleMixture"), (initialization, "pca")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _real=real, _name=name, **kw: calls.append(
+            (_name, kw.get("n_components"))) or _real(*a, **kw))
+    embs, _ = embed(blobs[0], PERPLEXITY, N_ITER, 0, EE_ITER)
+    assert calls == [("MultiscaleMixture", None), ("pca", 3)]                 # once each, for both embeddings
+    assert embs[2].shape == (200, 2) and embs[3].shape == (200, 3)
+
+
+def test_shared_work_embeds_as_well_as_separate_fits(blobs, embeddings):
+    from openTSNE import TSNE
+    x, y = blobs
+    for d, method in ((2, "fft"), (3, "bh")):
+        alone = np.asarray(TSNE(n_components=d, perplexity=PERPLEXITY, n_iter=N_ITER, early_exaggeration_iter=EE_ITER,
+                                negative_gradient_method=method, random_state=0).fit(x.astype(np.float64)))
+        assert knn_accuracy(embeddings[(d, 0)], y, 5, 0) >= knn_accuracy(alone, y, 5, 0) - 0.02
 
 
 def test_separated_blobs_score_near_one(blobs, embeddings):
