@@ -56,7 +56,7 @@ def main() -> None:
         compile_model(models[kind], params, steps)
     feeds = {"plain": lambda m: m.fit(preprocess(x), y.astype("int32"), batch_size=bs, epochs=1, verbose=0),
              "recipe": lambda m, ds=make_dataset(x, y, bs, shuffle=True, augment=params["augment"], seed=seed):
-             m.fit(ds, epochs=1, verbose=0)}
+             m.fit(ds, epochs=1, verbose=0, shuffle=False)}  # the dataset shuffles itself
     print(f"{os.cpu_count()} cores; {len(x)} images per round, batch {bs}, augment {params['augment']}, "
           f"optimizer {params['optimizer']}, lr_schedule {params['lr_schedule']}")
     rates = {"plain": [], "recipe": []}
