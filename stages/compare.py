@@ -46,11 +46,11 @@ def read_model(name: str, classes: list[str], params: dict) -> tuple[dict, np.nd
     live = paths.train_dir(name)
     cm = confusion_matrix(read_json(live / "plots" / "sklearn" / "confusion_matrix.json", f"train_{name}"), classes)
     dense = load_npz(paths.activations_file(name), f"extract_activations@{name}", (FEATURE_LAYER, "y"))
-    return model_metrics(read_json(live / "metrics.json", f"train_{name}"), cm,
+    return model_metrics(read_json(paths.train_metrics(name), f"train_{name}"), cm,
                          read_json(paths.tsne_metrics(name), f"tsne@{name}"),
                          read_json(paths.gradcam_dir(name) / "metrics.json", f"gradcam@{name}"),
                          (dense[FEATURE_LAYER].astype(np.float64), dense["y"].astype(int)), classes, params,
-                         live / "metrics.json"), cm
+                         paths.train_metrics(name)), cm
 
 
 def main(params: dict) -> dict:

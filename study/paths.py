@@ -30,6 +30,11 @@ def train_dir(name: str) -> Path:
     return PLOTS / f"train_{name}"
 
 
+def train_metrics(name: str) -> Path:
+    """plots/train_<name>/metrics.json: DVCLive's summary, with the `test` section."""
+    return train_dir(name) / "metrics.json"
+
+
 CENTROIDS = MODELS / "kmeans_centroids.npz"         # centroids (10, 512), matched to classes
 KMEANS_DIR = PLOTS / "kmeans_centroids"             # metrics.json
 

@@ -1,0 +1,252 @@
+"""study.summary: statistics on hand-made numbers, the dvc.lock freshness check, reading one
+experiment's files, and (slow) the whole command on queued seed experiments of a tiny DVC repo."""
+import hashlib
+import json
+import math
+
+import numpy as np
+import pytest
+import yaml
+
+from study import summary
+from study.summary import Experiment, describe, fresh_stages, paired, verdict
+
+T_975_4 = 2.7764451051977987   # Student t, 97.5th percentile, 4 degrees of freedom (tables)
+T_975_2 = 4.302652729911275    # ... 2 degrees of freedom
+
+
+def test_describe_mean_and_sample_sd():
+    assert describe([1, 2, 3, 4, 5]) == {"n": 5, "mean": 3.0, "sd": pytest.approx(math.sqrt(2.5))}
+    assert describe([0.7]) == {"n": 1, "mean": 0.7, "sd": None}
+    assert describe([]) == {"n": 0, "mean": None, "sd": None}
+
+
+def test_paired_t_interval_and_sign_count():
+    d = paired([1, 2, 3, 4, 5])
+    half = T_975_4 * math.sqrt(2.5) / math.sqrt(5)
+    assert d["ci"] == [pytest.approx(3 - half), pytest.approx(3 + half)]
+    assert (d["positive"], d["negative"]) == (5, 0)
+    d = paired([-0.01, 0.005, 0.02])
+    sd = np.std([-0.01, 0.005, 0.02], ddof=1)
+    assert d["mean"] == pytest.approx(0.005)
+    assert d["ci"] == [pytest.approx(0.005 - T_975_2 * sd / math.sqrt(3)),
+                       pytest.approx(0.005 + T_975_2 * sd / math.sqrt(3))]
+    assert (d["positive"], d["negative"]) == (2, 1)
+    assert paired([0.01])["ci"] is None
+
+
+def test_verdict_claims_no_more_than_the_interval():
+    assert verdict(paired([-0.01, 0.005, 0.02]), 100, " points") == \
+        "no detectable difference at n=3: +0.5 points [-3.23, +4.23] (2 of 3 seeds agree in sign)"
+    assert verdict(paired([0.004, 0.006, 0.008, 0.005, 0.007]), 100, " points") == \
+        "center_loss higher: +0.6 points [+0.404, +0.796] (5 of 5 seeds agree in sign)"
+    assert verdict(paired([-0.2, -0.3, -0.25])).startswith("center_loss lower: -0.25 [")
+    assert verdict(paired([0.01]), 100, " points") == "one seed: +1 points; no interval from one seed"
+    assert verdict(paired([])) == "not measured"
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def _lock(code=b"print(1)\n", seed=0, epochs=1):
+    """A two-stage dvc.lock: train (reads seed, train.py) -> report (reads train's out, epochs)."""
+    return {
+        "train": {"params": {"params.yaml": {"seed": seed}},
+                  "deps": [{"path": "train.py", "md5": _md5(code)}],
+                  "outs": [{"path": "model.bin", "md5": "m1"}]},
+        "report": {"params": {"params.yaml": {"train.epochs": epochs}},
+                   "deps": [{"path": "model.bin", "md5": "m1"}],
+                   "outs": [{"path": "report.json", "md5": "r1"}]},
+    }
+
+
+def test_fresh_stages_follows_params_code_and_upstream_outputs():
+    files = {"train.py": b"print(1)\n"}
+    params = {"seed": 0, "train": {"epochs": 1}}
+    md5 = lambda p: _md5(files[p]) if p in files else None  # noqa: E731
+    assert fresh_stages(_lock(), params, md5) == {"train", "report"}
+    assert fresh_stages(_lock(seed=3), params, md5) == set()  # report reads a stale model
+    assert fresh_stages(_lock(epochs=5), params, md5) == {"train"}
+    assert fresh_stages(_lock(code=b"print(2)\n"), params, md5) == set()
+    lock = _lock()
+    lock["report"]["deps"][0]["md5"] = "m0"  # ran against an older model
+    assert fresh_stages(lock, params, md5) == {"train"}
+    assert fresh_stages(_lock(), {"seed": 0}, md5) == {"train"}  # a param the commit lacks
+
+
+def _experiment_files(acc_b=0.5, acc_c=0.55, center_seed=0):
+    """The files of a fake experiment commit: params, dvc.lock and the metrics summary reads."""
+    params = {"seed": 0, "epochs": 1}
+    metrics = {
+        "plots/train_baseline/metrics.json": {"test": {"accuracy": acc_b, "loss": 1.5}},
+        "plots/train_center_loss/metrics.json": {"test": {"accuracy": acc_c, "loss": 1.4}},
+        "plots/tsne/baseline/metrics.json": {"dense": {"knn_accuracy_2d": 0.4, "silhouette_2d": 0.1}},
+        "plots/tsne/center_loss/metrics.json": {"dense": {"knn_accuracy_2d": 0.45, "silhouette_2d": 0.2}},
+    }
+    files = {p: json.dumps(m).encode() for p, m in metrics.items()}
+    lock = {"stages": {}}
+    for path in metrics:
+        stage = path.split("/")[1] if "train_" in path else f"tsne@{path.split('/')[2]}"
+        seed = center_seed if "center_loss" in path else 0
+        lock["stages"][stage] = {"params": {"params.yaml": {"seed": seed}}, "deps": [],
+                                 "outs": [{"path": path, "md5": _md5(files[path])}]}
+    files["params.yaml"] = yaml.safe_dump(params).encode()
+    files["dvc.lock"] = yaml.safe_dump(lock).encode()
+    return files
+
+
+def test_read_experiment_takes_values_only_from_stages_that_ran():
+    exp = summary.read_experiment("e1", "abc", _experiment_files().get)
+    assert exp.values == {("baseline", "test_accuracy"): 0.5, ("baseline", "test_loss"): 1.5,
+                          ("baseline", "dense_knn_accuracy"): 0.4, ("baseline", "dense_silhouette"): 0.1,
+                          ("center_loss", "test_accuracy"): 0.55, ("center_loss", "test_loss"): 1.4,
+                          ("center_loss", "dense_knn_accuracy"): 0.45, ("center_loss", "dense_silhouette"): 0.2}
+    assert exp.missing == {} and exp.seed == 0
+    # the center-loss stages' records are the parent's (seed 7): stale, so absent and explained
+    stale = summary.read_experiment("e2", "def", _experiment_files(center_seed=7).get)
+    assert set(stale.values) == {("baseline", k) for k in ("test_accuracy", "test_loss",
+                                                             "dense_knn_accuracy", "dense_silhouette")}
+    assert stale.missing["center_loss", "test_accuracy"] == \
+        "train_center_loss did not run in this experiment (its plots/train_center_loss/metrics.json is older)"
+    edited = _experiment_files()
+    edited["plots/train_baseline/metrics.json"] = b'{"test": {"accuracy": 0.99, "loss": 0.1}}'
+    exp = summary.read_experiment("e3", "0a1", edited.get)
+    assert exp.missing["baseline", "test_accuracy"] == \
+        "plots/train_baseline/metrics.json was changed after train_baseline wrote it"
+
+
+def _exp(name, seed, acc_b, acc_c, **params):
+    values = {("baseline", "test_accuracy"): acc_b}
+    if acc_c is not None:
+        values["center_loss", "test_accuracy"] = acc_c
+    return Experiment(name, name, {"seed": seed, "epochs": 1, **params}, values,
+                      {} if acc_c is not None else {("center_loss", "test_accuracy"): "did not run"})
+
+
+def test_groups_by_every_param_but_seed_and_pairs_within_a_seed():
+    exps = [_exp("a0", 0, 0.50, 0.52, lr=1), _exp("a1", 1, 0.60, 0.61, lr=1), _exp("a2", 2, 0.55, None, lr=1),
+            _exp("b0", 0, 0.40, 0.45, lr=2), _exp("b0-again", 0, 0.1, 0.1, lr=2)]
+    groups = summary.summarise(exps)
+    assert [g["label"] for g in groups] == ["lr=1", "lr=2"]
+    a, b = groups
+    assert a["seeds"] == [0, 1, 2] and b["seeds"] == [0]  # b0-again repeats seed 0: not counted twice
+    assert a["models"]["baseline"]["test_accuracy"] == describe([0.50, 0.60, 0.55])
+    assert a["models"]["center_loss"]["test_accuracy"] == describe([0.52, 0.61])
+    assert a["incomplete"]["center_loss.test_accuracy"] == ["a2: did not run"]
+    assert a["difference"]["test_accuracy"]["n"] == 2
+    assert a["difference"]["test_accuracy"]["mean"] == pytest.approx(0.015)
+    assert b["difference"]["test_accuracy"]["verdict"] == "one seed: +5 points; no interval from one seed"
+    text = summary.to_markdown(groups, ["q1: queued, not counted"])
+    assert "| lr=2 | 1 (0) | 0.4000 (one seed) |" in text
+    assert "0.5650 ± 0.0636 (n=2 of 3: incomplete)" in text
+    assert "- q1: queued, not counted" in text
+
+
+def test_seed_variants_are_recognised_from_their_training_params():
+    base = dict(summary.SEED_RECIPE, epochs=5)
+    assert summary.seed_variant(base) == ("c. b + per-epoch learning rate", 0.846)
+    assert summary.seed_variant(base | {"batch_norm": False, "lr_schedule": "none"})[1] == 0.818
+    assert summary.seed_variant(base | {"augment": True}) == ("d. c + rotation/flip", 0.812)
+    assert summary.seed_variant(base | {"optimizer": "sgd", "learning_rate": 0.01})[1] == 0.818
+    assert summary.seed_variant(base | {"optimizer": "sgd"}) is None  # not the seed's SGD rate
+
+
+def _queue_and_wait(repo, *runs, timeout=1500):
+    """Queue each `dvc exp run` argument list, then run the queue with one worker until no
+    experiment is left queued. The worker exits by itself once the queue is empty; we wait for
+    its process rather than poll `dvc queue status`, whose worker inspection races with a busy
+    worker on DVC's file-system broker and can crash it (treeverse/dvc#10428); a worker that
+    dies that way is started again."""
+    import time
+
+    from tests.conftest import dvc
+    for args in runs:
+        dvc(repo, "exp", "run", "--queue", *args)
+    deadline = time.monotonic() + timeout
+    for _ in range(3):
+        dvc(repo, "queue", "start", "-j", "1")
+        pid = json.loads((repo / ".dvc/tmp/exps/celery/dvc-exp-worker-1.json").read_text())["pid"]
+        while _alive(pid):
+            assert time.monotonic() < deadline, "the queue did not finish in time"
+            time.sleep(2)
+        status = dvc(repo, "queue", "status").stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+    assert "Failed" not in status and "Queued" not in status, status
+    return status
+
+
+def _alive(pid: int) -> bool:
+    import os
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] == "Z"  # a zombie is gone
+
+
+def _exp_metrics(repo):
+    """{experiment ref: (params, {file: metrics})} read straight from each experiment's commit."""
+    from tests.conftest import git
+    out = {}
+    for line in git(repo, "for-each-ref", "--format=%(refname)", "refs/exps").splitlines():
+        if line.count("/") < 4:
+            continue  # refs/exps/exec/*, refs/exps/celery/*: DVC's own bookkeeping
+        params = yaml.safe_load(git(repo, "show", f"{line}:params.yaml"))
+        files = {}
+        for f in ("plots/train_baseline/metrics.json", "plots/train_center_loss/metrics.json"):
+            files[f] = json.loads(git(repo, "show", f"{line}:{f}"))
+        out[line] = (params, files)
+    return out
+
+
+@pytest.mark.slow
+def test_summary_of_queued_seed_experiments(pipeline_repo, tmp_path):
+    import shutil
+
+    from tests.conftest import dvc, git
+    repo = tmp_path / "repo"
+    shutil.copytree(pipeline_repo, repo, ignore=shutil.ignore_patterns("tmp"), symlinks=True)
+    for ref in git(repo, "for-each-ref", "--format=%(refname)", "refs/exps").split():
+        git(repo, "update-ref", "-d", ref)  # other tests' experiments
+    git(repo, "checkout", "-q", "--", ".")
+    dvc(repo, "checkout")
+    base = yaml.safe_load((repo / "params.yaml").read_text())
+    p1, p2 = base["tsne"]["perplexity"], base["tsne"]["perplexity"] - 5
+    # 3 seeds x 2 perplexities (DVC's sweep syntax), and one baseline-only experiment (seed 3)
+    _queue_and_wait(repo, ["-S", "seed=range(0,3)", "-S", f"tsne.perplexity={p1},{p2}"],
+                    ["train_baseline", "-S", "seed=3"])
+    direct = _exp_metrics(repo)
+    assert len(direct) == 7
+    groups = {g["params"]["tsne.perplexity"]: g for g in summary.main(["--repo", str(repo), "--out", str(tmp_path / "out")])}
+    assert set(groups) == {p1, p2}
+    for perplexity, g in groups.items():
+        runs = [(p["seed"], f) for p, f in direct.values() if p["tsne"]["perplexity"] == perplexity]
+        full = [(s, f) for s, f in runs if s != 3]
+        assert sorted(g["seeds"]) == sorted(s for s, _ in runs)
+        acc = {m: [f[f"plots/train_{m}/metrics.json"]["test"]["accuracy"] for s, f in (runs if m == "baseline" else full)]
+               for m in ("baseline", "center_loss")}
+        for m in acc:
+            got = g["models"][m]["test_accuracy"]
+            assert got["n"] == len(acc[m])
+            assert got["mean"] == pytest.approx(np.mean(acc[m])) and got["sd"] == pytest.approx(np.std(acc[m], ddof=1))
+        diffs = [f["plots/train_center_loss/metrics.json"]["test"]["accuracy"]
+                 - f["plots/train_baseline/metrics.json"]["test"]["accuracy"] for _, f in full]
+        d = g["difference"]["test_accuracy"]
+        half = T_975_2 * np.std(diffs, ddof=1) / math.sqrt(3)
+        assert d["n"] == 3 and d["mean"] == pytest.approx(np.mean(diffs))
+        if half:
+            assert d["ci"] == [pytest.approx(np.mean(diffs) - half), pytest.approx(np.mean(diffs) + half)]
+    # the same trained models (DVC's run cache) under both perplexities: equal accuracies
+    assert groups[p1]["difference"]["test_accuracy"]["mean"] == pytest.approx(groups[p2]["difference"]["test_accuracy"]["mean"])
+    # the baseline-only experiment: counted for the baseline, incomplete (not stale values) for the rest
+    g = groups[p1]
+    assert g["models"]["baseline"]["test_accuracy"]["n"] == 4 and g["models"]["center_loss"]["test_accuracy"]["n"] == 3
+    lacking = g["incomplete"]["center_loss.test_accuracy"]
+    assert len(lacking) == 1 and "train_center_loss did not run in this experiment" in lacking[0]
+    assert "baseline.test_accuracy" not in g["incomplete"]
+    text = (tmp_path / "out" / "summary.md").read_text()
+    assert "(n=3 of 4: incomplete)" in text and "## Incomplete" in text
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["groups"][0]["seeds"]
+    assert (tmp_path / "out" / "strip.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
