@@ -44,15 +44,18 @@ def cifar_server(tmp_path_factory):
         yield server
 
 
-def dvc(repo: Path, *args: str, check: bool = True, timeout: int = 900):
-    """Run `dvc <args>` in repo with the venv's python first on PATH; returns CompletedProcess."""
+def dvc(repo: Path, *args: str, check: bool = True, timeout: int = 900, capture: bool = True):
+    """Run `dvc <args>` in repo with the venv's python first on PATH; returns CompletedProcess.
+    capture=False sends the output to /dev/null: for `dvc queue start`, whose detached worker
+    would keep captured pipes open (and this call waiting) until the queue is done."""
     import os
     import subprocess
     import sys
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
            "DVC_NO_ANALYTICS": "1", "PYTHONPATH": ""}
-    r = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True,
-                       text=True, timeout=timeout)
+    out = {"capture_output": True} if capture else {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    r = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env, text=True,
+                       timeout=timeout, stdin=subprocess.DEVNULL, **out)
     if check and r.returncode != 0:
         raise AssertionError(f"dvc {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
     return r

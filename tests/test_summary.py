@@ -152,7 +152,7 @@ def test_seed_variants_are_recognised_from_their_training_params():
     assert summary.seed_variant(base | {"optimizer": "sgd"}) is None  # not the seed's SGD rate
 
 
-def _queue_and_wait(repo, *runs, timeout=1500):
+def _queue_and_wait(repo, *runs, timeout=2400):
     """Queue each `dvc exp run` argument list, then run the queue with one worker until no
     experiment is left queued. The worker exits by itself once the queue is empty; we wait for
     its process rather than poll `dvc queue status`, whose worker inspection races with a busy
@@ -165,7 +165,7 @@ def _queue_and_wait(repo, *runs, timeout=1500):
         dvc(repo, "exp", "run", "--queue", *args)
     deadline = time.monotonic() + timeout
     for _ in range(3):
-        dvc(repo, "queue", "start", "-j", "1")
+        dvc(repo, "queue", "start", "-j", "1", capture=False, timeout=120)
         pid = json.loads((repo / ".dvc/tmp/exps/celery/dvc-exp-worker-1.json").read_text())["pid"]
         while _alive(pid):
             assert time.monotonic() < deadline, "the queue did not finish in time"
