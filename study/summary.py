@@ -90,7 +90,8 @@ def paired(diffs, confidence: float = CONFIDENCE) -> dict:
 
 def verdict(d: dict, scale: float = 1, unit: str = "") -> str:
     """A plain sentence on a paired() result (in `unit` after multiplying by `scale`) that never
-    claims more than the interval: a direction only when the whole interval is on one side of 0."""
+    claims more than the interval: a direction only when the whole interval is on one side of 0;
+    'k of n seeds agree in sign' counts the seeds on the mean's side."""
     n = d["n"]
     if n == 0:
         return "not measured"
@@ -99,7 +100,7 @@ def verdict(d: dict, scale: float = 1, unit: str = "") -> str:
         return f"one seed: {mean}; no interval from one seed"
     lo, hi = (v * scale for v in d["ci"])
     interval = f"{mean} [{lo:+.3g}, {hi:+.3g}]"
-    agree = max(d["positive"], d["negative"])
+    agree = d["positive"] if d["mean"] > 0 else d["negative"] if d["mean"] < 0 else max(d["positive"], d["negative"])
     if lo <= 0 <= hi:
         return f"no detectable difference at n={n}: {interval} ({agree} of {n} seeds agree in sign)"
     side = "higher" if lo > 0 else "lower"
