@@ -240,7 +240,7 @@ def test_summary_of_queued_seed_experiments(pipeline_repo, tmp_path):
         assert d["n"] == 3 and d["mean"] == pytest.approx(np.mean(diffs))
         if half:
             assert d["ci"] == [pytest.approx(np.mean(diffs) - half), pytest.approx(np.mean(diffs) + half)]
-    # the same trained models (DVC's run cache) under both perplexities: equal accuracies
+    # the same seed trains the same models under both perplexities (one machine): equal accuracies
     assert groups[p1]["difference"]["test_accuracy"]["mean"] == pytest.approx(groups[p2]["difference"]["test_accuracy"]["mean"])
     # the baseline-only experiment: counted for the baseline, incomplete (not stale values) for the rest
     g = groups[p1]
