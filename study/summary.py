@@ -199,14 +199,17 @@ def read_experiment(name: str, rev: str, read_bytes) -> Experiment:
         for key, _, file_of, where, _ in QUANTITIES:
             path = file_of(model).as_posix()
             stage, recorded = outputs.get(path, (None, None))
+            data = read_bytes(path)
             if stage is None:
                 exp.missing[model, key] = f"{path}: no stage has run that writes it"
             elif stage not in fresh:
                 exp.missing[model, key] = f"{stage} did not run in this experiment (its {path} is older)"
-            elif md5(path) != recorded:
+            elif data is None:
+                exp.missing[model, key] = f"{path} is not in this experiment's commit"
+            elif hashlib.md5(data).hexdigest() != recorded:
                 exp.missing[model, key] = f"{path} was changed after {stage} wrote it"
             else:
-                value = lookup(json.loads(read_bytes(path)), ".".join(where))
+                value = lookup(json.loads(data), ".".join(where))
                 if isinstance(value, (int, float)) and math.isfinite(value):
                     exp.values[model, key] = float(value)
                 else:

@@ -116,6 +116,10 @@ def test_read_experiment_takes_values_only_from_stages_that_ran():
     exp = summary.read_experiment("e3", "0a1", edited.get)
     assert exp.missing["baseline", "test_accuracy"] == \
         "plots/train_baseline/metrics.json was changed after train_baseline wrote it"
+    del edited["plots/tsne/center_loss/metrics.json"]  # recorded in dvc.lock, not committed
+    exp = summary.read_experiment("e4", "0a2", edited.get)
+    assert exp.missing["center_loss", "dense_silhouette"] == \
+        "plots/tsne/center_loss/metrics.json is not in this experiment's commit"
 
 
 def _exp(name, seed, acc_b, acc_c, **params):
