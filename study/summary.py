@@ -135,6 +135,11 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 _ABSENT = object()
 
 
+def lock_outputs(lock: dict) -> dict:
+    """{output path: (stage that writes it, its recorded md5)} of dvc.lock's `stages`."""
+    return {out["path"]: (stage, out.get("md5")) for stage, rec in lock.items() for out in rec.get("outs", [])}
+
+
 def fresh_stages(lock: dict, params: dict, file_md5) -> set[str]:
     """The stages of dvc.lock's `stages` whose record matches this commit, as `dvc status` would
     judge it: every param they read has the recorded value in `params` (nested params.yaml), every
@@ -142,8 +147,7 @@ def fresh_stages(lock: dict, params: dict, file_md5) -> set[str]:
     output for an upstream output) and every upstream stage is itself fresh. A stage that did not
     run in an experiment keeps its parent's record, so it fails this check as soon as anything it
     reads differs."""
-    producer = {out["path"]: (stage, out.get("md5")) for stage, rec in lock.items()
-                for out in rec.get("outs", [])}
+    producer = lock_outputs(lock)
     memo: dict[str, bool] = {}
 
     def fresh(stage: str) -> bool:
@@ -193,7 +197,7 @@ def read_experiment(name: str, rev: str, read_bytes) -> Experiment:
     params = parse((read_bytes(PARAMS_FILE.as_posix()) or b"").decode(), PARAMS_FILE) or {}
     lock = (yaml.safe_load(read_bytes("dvc.lock") or b"") or {}).get("stages", {})
     fresh = fresh_stages(lock, params, md5)
-    outputs = {out["path"]: (stage, out.get("md5")) for stage, rec in lock.items() for out in rec.get("outs", [])}
+    outputs = lock_outputs(lock)
     exp = Experiment(name, rev, flatten(params))
     for model in MODELS:
         for key, _, file_of, where, _ in QUANTITIES:
