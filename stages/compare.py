@@ -6,7 +6,8 @@ plots/train_<name>/plots/metrics/{train,val}/{accuracy,loss|ce}.tsv (DVCLive cur
 plots/train_<name>/plots/sklearn/confusion_matrix.json, plots/tsne/<name>/metrics.json,
 plots/gradcam/<name>/metrics.json, data/activations/<name>.npz (`dense`, `y`); and
 plots/kmeans_centroids/metrics.json.
-Writes plots/compare/metrics.json (DVC metrics), plots/compare/curves.png,
+Writes plots/compare/details.json (every number above side by side), its headline
+plots/compare/metrics.json (the center_loss - baseline differences), plots/compare/curves.png,
 plots/compare/confusion_matrices.png and plots/compare/report.md (links the
 t-SNE 3D images and Grad-CAM grids of both models relatively).
 """
@@ -16,7 +17,8 @@ import numpy as np
 
 from study import paths
 from study.data import class_names
-from study.io import StageError, load_npz, read_input, read_json, run_stage, save_figure, write_json, write_text
+from study.io import StageError, load_npz, read_input, read_json, run_stage, save_figure, write_metrics, write_text
+from study.compare import DIFFERENCE, differences
 from study.model import FEATURE_LAYER
 from study.params import load
 
@@ -47,8 +49,8 @@ def read_model(name: str, classes: list[str], params: dict) -> tuple[dict, np.nd
     cm = confusion_matrix(read_json(live / "plots" / "sklearn" / "confusion_matrix.json", f"train_{name}"), classes)
     dense = load_npz(paths.activations_file(name), f"extract_activations@{name}", (FEATURE_LAYER, "y"))
     return model_metrics(read_json(paths.train_metrics(name), f"train_{name}"), cm,
-                         read_json(paths.tsne_metrics(name), f"tsne@{name}"),
-                         read_json(paths.gradcam_dir(name) / "metrics.json", f"gradcam@{name}"),
+                         read_json(paths.tsne_details(name), f"tsne@{name}"),
+                         read_json(paths.details_file(paths.gradcam_dir(name)), f"gradcam@{name}"),
                          (dense[FEATURE_LAYER].astype(np.float64), dense["y"].astype(int)), classes, params,
                          paths.train_metrics(name)), cm
 
@@ -60,17 +62,17 @@ def main(params: dict) -> dict:
     classes, metrics, cms = class_names(), {}, {}
     for name in paths.MODEL_NAMES:
         metrics[name], cms[name] = read_model(name, classes, params)
-    km = read_json(paths.KMEANS_DIR / "metrics.json", "kmeans_centroids")
+    km = read_json(paths.details_file(paths.KMEANS_DIR), "kmeans_centroids")
     metrics["kmeans_centroids"] = {k: km.get(k) for k in ("nmi", "ari", "purity")}
-    metrics["test_accuracy_difference"] = metrics[OTHER]["test"]["accuracy"] - metrics[BASE]["test"]["accuracy"]
+    metrics[DIFFERENCE] = differences(metrics[BASE], metrics[OTHER])
     curves = {(n, s, c): read_curve(paths.train_dir(n) / "plots" / "metrics" / s / f"{CURVES[c][n]}.tsv", f"train_{n}")
               for n in paths.MODEL_NAMES for s in SPLITS for c in CURVES}
     save_figure(curves_figure(curves, paths.MODEL_NAMES, list(CURVES), SPLITS), paths.COMPARE_DIR / "curves.png")
     save_figure(confusion_figure(cms, classes), paths.COMPARE_DIR / "confusion_matrices.png")
-    write_json(paths.COMPARE_DIR / "metrics.json", metrics)
+    write_metrics(paths.COMPARE_DIR, metrics, {DIFFERENCE: metrics[DIFFERENCE]})
     write_text(paths.COMPARE_DIR / "report.md", report_markdown(metrics, classes, BASE, OTHER))
     print(f"test accuracy {BASE} {metrics[BASE]['test']['accuracy']:.4f}, {OTHER} "
-          f"{metrics[OTHER]['test']['accuracy']:.4f} (difference {metrics['test_accuracy_difference']:+.4f})")
+          f"{metrics[OTHER]['test']['accuracy']:.4f} (difference {metrics[DIFFERENCE]['test_accuracy']:+.4f})")
     return metrics
 
 

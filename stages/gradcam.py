@@ -4,12 +4,15 @@ Usage: python -m stages.gradcam {baseline|center_loss}
 Reads params.yaml (seed, gradcam.*), models/<name>.keras, data/test.npz, data/classes.json.
 Writes plots/gradcam/<name>/grid.png (a row per class, gradcam.images_per_class test
 images each: original, predicted-class overlay, true-class overlay; misclassified
-titles in red) and plots/gradcam/<name>/metrics.json (deletion/insertion AUC of the
-predicted-class maps and of a seeded random ranking, averaged over the grid's images).
+titles in red), plots/gradcam/<name>/details.json (deletion/insertion AUC of the
+predicted-class maps and of a seeded random ranking, averaged over the grid's images) and
+its headline plots/gradcam/<name>/metrics.json (deletion_auc, insertion_auc).
 """
 from study import paths
 from study.data import class_names, load_split, preprocess
-from study.io import run_model_stage, save_figure, write_json
+from study.io import pick, run_model_stage, save_figure, write_metrics
+
+HEADLINE = ("deletion_auc", "insertion_auc")    # of metrics.json; details.json has them all
 
 
 def main(params: dict, name: str) -> dict:
@@ -36,7 +39,7 @@ def main(params: dict, name: str) -> dict:
     out = paths.gradcam_dir(name)
     save_figure(fig, out / "grid.png")
     metrics = faithfulness(predict, images, heat_pred, pred, cfg["auc_steps"], seed)
-    write_json(out / "metrics.json", metrics)
+    write_metrics(out, metrics, pick(metrics, HEADLINE))
     print(f"{name}: deletion AUC {metrics['deletion_auc']:.3f} (random {metrics['random_deletion_auc']:.3f}), "
           f"insertion AUC {metrics['insertion_auc']:.3f} (random {metrics['random_insertion_auc']:.3f})")
     return metrics

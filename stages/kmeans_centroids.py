@@ -3,18 +3,20 @@
 Reads params.yaml (seed, batch_size, kmeans.n_init, kmeans.max_iter), models/baseline.keras,
 data/train.npz, data/classes.json.
 Writes models/kmeans_centroids.npz (centroids (10, 512) float32, row k = the cluster
-matched to class k by Hungarian assignment) and plots/kmeans_centroids/metrics.json
-(nmi, ari, purity, inertia, centroid_to_class_mean {mean, per_class}).
+matched to class k by Hungarian assignment), plots/kmeans_centroids/details.json
+(nmi, ari, purity, inertia, centroid_to_class_mean {mean, per_class}) and its headline
+plots/kmeans_centroids/metrics.json (nmi, purity).
 """
 import numpy as np
 
 from study import paths
 from study.data import class_names, load_split, preprocess
-from study.io import StageError, run_stage, write_json, write_npz
+from study.io import StageError, pick, run_stage, write_metrics, write_npz
 from study.model import FEATURE_LAYER
 from study.params import load
 
 BASELINE = "baseline"
+HEADLINE = ("nmi", "purity")    # of metrics.json; details.json has them all
 
 
 def check_labels(y: np.ndarray, k: int) -> None:
@@ -49,7 +51,7 @@ def main(params: dict) -> dict:
     centroids, metrics = cluster_metrics(features, y, km.labels_, km.cluster_centers_,
                                          km.inertia_, classes)
     write_npz(paths.CENTROIDS, centroids=centroids)
-    write_json(paths.KMEANS_DIR / "metrics.json", metrics)
+    write_metrics(paths.KMEANS_DIR, metrics, pick(metrics, HEADLINE))
     print(f"kmeans: NMI {metrics['nmi']:.4f}, ARI {metrics['ari']:.4f}, purity {metrics['purity']:.4f}")
     return metrics
 

@@ -7,16 +7,19 @@ Writes under plots/tsne/<name>/:
                        draws it as a scatter coloured by class (template .dvc/plots/tsne_scatter.json)
   3d/<layer>.png       3D t-SNE scatter from a few viewing angles, class legend
   surface/<layer>.png  conv layers only: channel-mean maps of a few test images as 3D surfaces
-  metrics.json         {"<layer>": {"knn_accuracy_2d", "knn_accuracy_3d", "knn_accuracy_features",
+  details.json         {"<layer>": {"knn_accuracy_2d", "knn_accuracy_3d", "knn_accuracy_features",
                         "trustworthiness_2d", "silhouette_2d", "silhouette_features"}}
+  metrics.json         the headline: {"<layer>": {"knn_accuracy_2d"}}
 """
 
 import numpy as np
 
 from study import paths
 from study.data import class_names
-from study.io import StageError, load_npz, run_model_stage, save_figure, write_json, write_text
+from study.io import StageError, load_npz, pick, run_model_stage, save_figure, write_metrics, write_text
 from study.model import ANALYSED_LAYERS
+
+HEADLINE = ("knn_accuracy_2d",)    # per layer, of metrics.json; details.json has them all
 
 
 def points_tsv(emb2: np.ndarray, y: np.ndarray, classes: list[str]) -> str:
@@ -75,11 +78,12 @@ def main(params: dict, name: str) -> dict:
     check_knn_k(t["knn_k"], len(y))
     metrics = {}
     for layer in ANALYSED_LAYERS:
+        print(f"{name} {layer}: t-SNE of {len(y)} points in {arrays[layer].shape[1]} dims ...", flush=True)
         metrics[layer] = embed_layer(name, layer, arrays[layer], y, classes, t, seed)
         print(f"{name} {layer}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics[layer].items()), flush=True)
         if f"surface_{layer}" in arrays:  # conv layers only
             draw_surfaces(name, layer, arrays, classes)
-    write_json(paths.tsne_metrics(name), metrics)
+    write_metrics(paths.tsne_dir(name), metrics, {layer: pick(m, HEADLINE) for layer, m in metrics.items()})
     return metrics
 
 

@@ -14,6 +14,17 @@ from study.model import ANALYSED_LAYERS
 TSNE_KEYS = ("knn_accuracy_2d", "knn_accuracy_3d", "knn_accuracy_features",
              "silhouette_2d", "silhouette_features")
 GRADCAM_KEYS = ("deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc")
+DIFFERENCE = "center_loss_minus_baseline"     # compare's headline section
+
+
+def differences(base: dict, other: dict) -> dict:
+    """other - base (two model_metrics dicts) for the few numbers compare's headline shows."""
+    def diff(a, b):
+        return None if a is None or b is None else b - a
+    return {"test_accuracy": diff(base["test"]["accuracy"], other["test"]["accuracy"]),
+            "test_loss": diff(base["test"]["loss"], other["test"]["loss"]),
+            "dense_kmeans_nmi": diff(base["dense"]["kmeans_nmi"], other["dense"]["kmeans_nmi"]),
+            "dense_intra_inter_ratio": diff(base["dense"]["intra_inter_ratio"], other["dense"]["intra_inter_ratio"])}
 
 
 def confusion_matrix(records: list[dict], classes: list[str]) -> np.ndarray:

@@ -78,6 +78,19 @@ def write_json(path, obj) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def write_metrics(folder, details: dict, headline: dict) -> None:
+    """A stage's numbers: all of them in <folder>/details.json, and the few a user compares across
+    experiments in <folder>/metrics.json (dvc.yaml's `metrics:`, the columns of `dvc exp show`)."""
+    from study.paths import details_file, metrics_file
+    write_json(details_file(Path(folder)), details)
+    write_json(metrics_file(Path(folder)), headline)
+
+
+def pick(d: dict, keys) -> dict:
+    """The entries of `d` named in `keys`, in that order."""
+    return {k: d[k] for k in keys}
+
+
 def write_text(path, text: str) -> None:
     """Write text atomically."""
     with atomic_path(path) as tmp:
@@ -134,16 +147,32 @@ def run_model_stage(main) -> None:
     run_stage(checked)
 
 
+def format_seconds(seconds: float) -> str:
+    """A wall time as a person reads it: 42.0 s, 3 min 05 s, 2 h 03 min."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, sec = divmod(round(seconds), 60)
+    return f"{minutes} min {sec:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
 def run_stage(main, *args) -> None:
     """Run a stage's main(); user-fixable errors and interruptions become one line on stderr.
 
     ParamsError / StageError, OSError (disk full, no permission) and Ctrl-C (SIGINT) exit 1;
     SIGTERM exits 143 (128 + 15).
-    Outputs are written atomically, so an interrupted stage leaves no half-written file."""
+    Outputs are written atomically, so an interrupted stage leaves no half-written file. After a
+    stage succeeds, the results of the stages downstream of it are removed (study.stale)."""
     from study.params import ParamsError
+    import time
+
+    from study.stale import current_stage, discard_downstream_results
     signal.signal(signal.SIGTERM, _raise_terminated)
+    start = time.perf_counter()
     try:
         main(*args)
+        discard_downstream_results()
+        if current_stage():
+            print(f"{current_stage()}: done in {format_seconds(time.perf_counter() - start)}", flush=True)
     except (ParamsError, StageError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

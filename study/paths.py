@@ -30,13 +30,23 @@ def train_dir(name: str) -> Path:
     return PLOTS / f"train_{name}"
 
 
+def metrics_file(folder: Path) -> Path:
+    """<folder>/metrics.json: a stage's headline numbers, the DVC metrics `dvc exp show` prints."""
+    return folder / "metrics.json"
+
+
+def details_file(folder: Path) -> Path:
+    """<folder>/details.json: every number a stage measured (versioned, not a DVC metric)."""
+    return folder / "details.json"
+
+
 def train_metrics(name: str) -> Path:
-    """plots/train_<name>/metrics.json: DVCLive's summary, with the `test` section."""
-    return train_dir(name) / "metrics.json"
+    """plots/train_<name>/metrics.json: the `test` section (accuracy, loss); DVCLive's summary while training."""
+    return metrics_file(train_dir(name))
 
 
 CENTROIDS = MODELS / "kmeans_centroids.npz"         # centroids (10, 512), matched to classes
-KMEANS_DIR = PLOTS / "kmeans_centroids"             # metrics.json
+KMEANS_DIR = PLOTS / "kmeans_centroids"             # metrics.json, details.json
 
 
 def centers_file(name: str) -> Path:
@@ -68,8 +78,13 @@ def tsne_image_3d(name: str, layer: str) -> Path:
 
 
 def tsne_metrics(name: str) -> Path:
-    """plots/tsne/<name>/metrics.json: per-layer kNN accuracy, trustworthiness, silhouette."""
-    return tsne_dir(name) / "metrics.json"
+    """plots/tsne/<name>/metrics.json: per-layer 2D kNN accuracy (the headline)."""
+    return metrics_file(tsne_dir(name))
+
+
+def tsne_details(name: str) -> Path:
+    """plots/tsne/<name>/details.json: per-layer kNN accuracy, trustworthiness, silhouette."""
+    return details_file(tsne_dir(name))
 
 
 def tsne_surface(name: str, layer: str) -> Path:

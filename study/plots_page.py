@@ -11,7 +11,8 @@ generated page works wherever it is opened or copied), and points DVC at it with
 `dvc config --local plots.html_template` (a path relative to .dvc/). The template
 has no `{scripts}` placeholder, so DVC's CDN <script> tags are dropped. A small
 script in the template shows any script error, rejected vegaEmbed promise or
-failed image load in a red box at the top of the page (id "plot-errors").
+failed image load in a red box at the top of the page (id "plot-errors"), and charts are drawn
+as SVG (SVG_DEFAULT).
 """
 from __future__ import annotations
 
@@ -51,6 +52,18 @@ document.addEventListener("DOMContentLoaded", function () {
 });
 """
 
+# DVC's generated calls pass vegaEmbed no options: default them to the SVG renderer, so every
+# chart's title, axis labels and legend are text in the page (selectable, and readable by tests).
+SVG_DEFAULT = """
+(function () {
+  var embed = window.vegaEmbed;
+  if (!embed) { return; }   // a library failed to load: the error box says so
+  window.vegaEmbed = function (el, spec, opt) {
+    return embed(el, spec, Object.assign({renderer: "svg"}, opt || {}));
+  };
+})();
+"""
+
 PAGE = """<!DOCTYPE html>
 <html>
 <head>
@@ -59,6 +72,7 @@ PAGE = """<!DOCTYPE html>
     <title>DVC Plot</title>
     <script>%(hook)s</script>
 %(libraries)s
+    <script>%(svg)s</script>
     <style>
         table { border-spacing: 15px; }
         #plot-errors { color: #b00; border: 2px solid #b00; padding: 8px; white-space: pre-wrap; }
@@ -105,7 +119,7 @@ def inline_script(name: str, code: str) -> str:
 def template_html(scripts: dict[str, str]) -> str:
     """The page template with the given {name: JS source} inlined before the plots."""
     libraries = "\n".join(inline_script(name, code) for name, code in scripts.items())
-    return PAGE % {"hook": ERROR_HOOK, "libraries": libraries}
+    return PAGE % {"hook": ERROR_HOOK, "libraries": libraries, "svg": SVG_DEFAULT}
 
 
 def build(node_modules: Path = NODE_MODULES) -> str:

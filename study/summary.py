@@ -45,7 +45,7 @@ QUANTITIES = (
     ("test_loss", "test cross-entropy", paths.train_metrics, ("test", "loss"), 1),
     ("dense_knn_accuracy", f"`{FEATURE_LAYER}` 2D t-SNE kNN accuracy (points)", paths.tsne_metrics,
      (FEATURE_LAYER, "knn_accuracy_2d"), 100),
-    ("dense_silhouette", f"`{FEATURE_LAYER}` 2D t-SNE silhouette", paths.tsne_metrics,
+    ("dense_silhouette", f"`{FEATURE_LAYER}` 2D t-SNE silhouette", paths.tsne_details,
      (FEATURE_LAYER, "silhouette_2d"), 1),
 )
 # The seed's hyperparameter table (one run each, 50 epochs): its training keys per variant

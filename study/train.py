@@ -9,14 +9,11 @@ a `test` section, test confusion matrix) atomically.
 from __future__ import annotations
 
 import math
-import os
-import shutil
-
 import numpy as np
 
 from study import paths
 from study.data import preprocess
-from study.io import StageError, atomic_path, write_npy
+from study.io import StageError, atomic_path, write_metrics, write_npy
 
 AUTOTUNE = -1  # tf.data.AUTOTUNE without importing tensorflow at module import
 ROTATION_DEGREES = 15
@@ -89,46 +86,86 @@ def cross_entropy(label_smoothing: float):
     return smoothed_cross_entropy
 
 
-def augmenter(kind: str, seed: int):
-    """The augmentation of params' `augment` as a Keras Sequential on image batches (None for none):
-    rotate_flip (the seed's variant d) or crop_flip (shift by up to CROP_PAD px, reflected, + flip)."""
+def epoch_orders(n: int, epochs: int, seed: int) -> np.ndarray:
+    """(epochs, n): the shuffled order of the n training images in each epoch, a function of
+    (seed, epoch) only, so a resumed training sees the same batches as an uninterrupted one."""
+    return np.stack([np.random.default_rng([seed, epoch]).permutation(n) for epoch in range(epochs)])
+
+
+def random_shift(images, pad: int, seed):
+    """Shift each image of a (B, H, W, C) batch by a random whole number of pixels in [-pad, pad]
+    along each axis, filling from the reflected border (pad, then crop at a random offset)."""
+    import tensorflow as tf
+    h, w = images.shape[1], images.shape[2]
+    padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode="REFLECT")   # (B, H+2p, W+2p, C)
+    offset = tf.random.stateless_uniform([tf.shape(images)[0], 2], seed, 0, 2 * pad + 1, dtype=tf.int32)
+    rows = offset[:, :1] + tf.range(h)[None]                                                # (B, H)
+    cols = offset[:, 1:] + tf.range(w)[None]                                                # (B, W)
+    return tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
+
+
+def random_rotate(images, degrees: float, seed):
+    """Rotate each image of a (B, H, W, C) batch about its centre by a random angle in
+    [-degrees, degrees] (bilinear, reflected border), as keras.layers.RandomRotation does."""
     import keras
-    if kind == "none":
-        return None
-    first = keras.layers.RandomRotation(ROTATION_DEGREES / 360, fill_mode="reflect", seed=seed) \
-        if kind == "rotate_flip" else \
-        keras.layers.RandomTranslation(CROP_PAD / 32, CROP_PAD / 32, fill_mode="reflect",
-                                       interpolation="nearest", seed=seed)
-    return keras.Sequential([first, keras.layers.RandomFlip("horizontal", seed=seed + 1)], name="augment")
+    import tensorflow as tf
+    h, w = images.shape[1], images.shape[2]
+    angle = tf.random.stateless_uniform([tf.shape(images)[0], 1], seed, -degrees, degrees) * (math.pi / 180)
+    cos, sin = tf.cos(angle), tf.sin(angle)                                                 # (B, 1) each
+    x_off = ((w - 1) - (cos * (w - 1) - sin * (h - 1))) / 2
+    y_off = ((h - 1) - (sin * (w - 1) + cos * (h - 1))) / 2
+    transform = tf.concat([cos, -sin, x_off, sin, cos, y_off, tf.zeros_like(cos), tf.zeros_like(cos)], axis=1)
+    return keras.ops.image.affine_transform(images, transform, interpolation="bilinear", fill_mode="reflect")
+
+
+def augment_batch(images, kind: str, seed):
+    """params' `augment` on a float image batch, drawn from a (2,) stateless seed: rotate_flip
+    (+-ROTATION_DEGREES, the seed's variant d) or crop_flip (shift by up to CROP_PAD px), then a
+    horizontal flip of each image with probability 1/2."""
+    import tensorflow as tf
+    move_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    moved = random_rotate(images, ROTATION_DEGREES, move_seed) if kind == "rotate_flip" \
+        else random_shift(images, CROP_PAD, move_seed)
+    flip = tf.random.stateless_uniform([tf.shape(images)[0]], flip_seed) < 0.5
+    return tf.where(flip[:, None, None, None], tf.reverse(moved, axis=[2]), moved)
 
 
 def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool = False,
-                 augment: str = "none", seed: int = 0):
-    """A tf.data pipeline of (float images, labels); shuffling and augmentation in the graph."""
+                 augment: str = "none", seed: int = 0, epochs: int = 1, start_epoch: int = 0):
+    """A tf.data pipeline of (float images, labels) batches. shuffle: epochs start_epoch..epochs-1
+    back to back, each in its epoch_orders() order (fit with steps_per_epoch); else one pass in
+    order. Batch i of the run (counted from epoch 0) is augmented with the stateless seed (seed, i)."""
     import tensorflow as tf
-    ds = tf.data.Dataset.from_tensor_slices((x, y.astype("int32")))
-    if shuffle:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(lambda a, b: (preprocess(a), b), num_parallel_calls=AUTOTUNE)
-    aug = augmenter(augment, seed)
-    if aug is not None:
-        ds = ds.map(lambda a, b: (aug(a, training=True), b), num_parallel_calls=AUTOTUNE)
-    return ds.prefetch(AUTOTUNE)
+    images, labels = tf.constant(x), tf.constant(y.astype("int32"))
+    order = epoch_orders(len(x), epochs, seed)[start_epoch:] if shuffle else np.arange(len(x))[None]
+    first = start_epoch * math.ceil(len(x) / batch_size) if shuffle else 0
+    batches = len(order) * math.ceil(len(x) / batch_size)
+    ds = tf.data.Dataset.from_tensor_slices(order).flat_map(
+        lambda idx: tf.data.Dataset.from_tensor_slices(idx).batch(batch_size)).enumerate(first)
+    ds = ds.apply(tf.data.experimental.assert_cardinality(batches))   # Keras then knows where it ends
+
+    def load(i, idx):
+        batch = preprocess(tf.gather(images, idx))
+        if augment != "none":
+            batch = augment_batch(batch, augment, tf.stack([tf.constant(seed, tf.int64), i]))
+        return batch, tf.gather(labels, idx)
+    return ds.map(load, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
 
-def _callbacks(params, live, progress: dict):
-    """Callbacks of a fit: the per-epoch schedule, NaN stop and DVCLive logging. `progress`
-    collects the wall time (s) at which val accuracy first reached each of VAL_THRESHOLDS."""
+def _callbacks(params, live, elapsed_before: float = 0.0):
+    """Callbacks of a fit: the per-epoch schedule, NaN stop and DVCLive logging. `elapsed_before`:
+    the training seconds of the epochs a resumed run does not repeat."""
     import time
 
     import keras
 
     class LogToLive(keras.callbacks.Callback):
         """Per epoch: train/<metric>, val/<metric>, the epoch's (first step's) learning_rate and
-        elapsed_s (wall time since fit began, validation included) to DVCLive."""
+        elapsed_s (training wall time so far, validation included) to DVCLive; a line when val
+        accuracy first reaches each of VAL_THRESHOLDS."""
 
         def on_train_begin(self, logs=None):
-            self.start = time.perf_counter()
+            self.start = time.perf_counter() - elapsed_before
 
         def on_epoch_begin(self, epoch, logs=None):
             self.lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
@@ -142,11 +179,13 @@ def _callbacks(params, live, progress: dict):
                 live.log_metric(f"val/{key[4:]}" if key.startswith("val_") else f"train/{key}", float(value))
             live.log_metric("elapsed_s", round(elapsed, 1))
             val_acc = (logs or {}).get("val_accuracy")
-            for key, t in VAL_THRESHOLDS.items():
-                if val_acc is not None and val_acc >= t and key not in progress:
-                    progress[key] = {"epoch": epoch + 1, "seconds": round(elapsed, 1)}
+            for t in VAL_THRESHOLDS.values():
+                if val_acc is not None and val_acc >= t > self.best:
                     print(f"val accuracy {val_acc:.4f} >= {t} at epoch {epoch + 1}, {elapsed / 60:.1f} min")
+            self.best = max(self.best, val_acc or 0.0)
             live.next_step()
+
+        best = 0.0
 
     class StopOnNaN(keras.callbacks.Callback):
         """A NaN or infinite loss stops training with a message saying what to change."""
@@ -165,6 +204,12 @@ def _callbacks(params, live, progress: dict):
     if params["lr_schedule"] != "onecycle":  # onecycle is a per-step schedule inside the optimizer
         callbacks.insert(0, keras.callbacks.LearningRateScheduler(lambda e, _lr: lr_for_epoch(e, params)))
     return callbacks
+
+
+def keras_verbosity() -> int:
+    """Keras fit's `verbose`: a live progress bar in a terminal, one line per epoch in a log file."""
+    import sys
+    return 1 if sys.stdout.isatty() else 2
 
 
 def evaluate_test(model, x: np.ndarray, y: np.ndarray, batch_size: int, tta: str = "none") -> dict:
@@ -186,47 +231,89 @@ def compile_model(trainer, params: dict, steps_per_epoch: int) -> None:
                     metrics=["accuracy"], jit_compile=False)  # XLA is ~3x slower on CPU here
 
 
-def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: list[str], trainer=None) -> dict:
-    """Fit `trainer` (default: `model`), test `model` once, and write the stage's outputs, each
-    atomically: models/<name>.keras, models/<name>_summary.txt, plots/train_<name>/ (DVCLive)
-    and, for a trainer that keeps class centres (center loss), models/<name>_centers.npy.
+def read_curve(live_dir, metric: str) -> dict[int, float]:
+    """{step: value} of one DVCLive TSV curve (e.g. "val/accuracy") under live_dir; {} if absent."""
+    import csv
+    from pathlib import Path
+    path = Path(live_dir, "plots", "metrics", f"{metric}.tsv")
+    if not path.exists():
+        return {}
+    with open(path, newline="") as f:
+        return {int(r["step"]): float(r[metric.split("/")[-1]]) for r in csv.DictReader(f, delimiter="\t")}
 
-    `trainer` is a keras.Model that wraps `model` with extra loss terms (center loss).
-    Returns the test metrics.
+
+def time_to_val_accuracy(live_dir) -> dict:
+    """{threshold key: {"epoch", "seconds"} | None}: when val accuracy first reached each of
+    VAL_THRESHOLDS, from the curves (so a resumed run counts the epochs before it too)."""
+    acc, elapsed = read_curve(live_dir, "val/accuracy"), read_curve(live_dir, "elapsed_s")
+    return {key: next(({"epoch": step + 1, "seconds": elapsed.get(step)} for step in sorted(acc)
+                       if acc[step] >= t), None) for key, t in VAL_THRESHOLDS.items()}
+
+
+def trim_curves(live_dir, steps: int) -> None:
+    """Drop the rows of step >= `steps` from DVCLive's TSV curves under live_dir (an epoch logged
+    after the last backup: the resumed run logs it again)."""
+    import csv
+    from pathlib import Path
+    for tsv in Path(live_dir, "plots", "metrics").rglob("*.tsv"):
+        with open(tsv, newline="") as f:
+            rows = list(csv.reader(f, delimiter="\t"))
+        step = rows[0].index("step")
+        kept = [rows[0]] + [r for r in rows[1:] if int(r[step]) < steps]
+        with atomic_path(tsv) as tmp, open(tmp, "w", newline="") as f:
+            csv.writer(f, delimiter="\t", lineterminator="\n").writerows(kept)
+
+
+def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: list[str], trainer=None) -> dict:
+    """Fit `trainer` (default: `model`), test `model` once, and write the stage's outputs:
+    plots/train_<name>/ (DVCLive, written each epoch: curves, and metrics.json holding the last
+    epoch's values until the end, then the headline `test` section; details.json), and atomically
+    models/<name>.keras, models/<name>_summary.txt and, for a trainer that keeps class centres
+    (center loss), models/<name>_centers.npy.
+
+    `trainer` is a keras.Model that wraps `model` with extra loss terms (center loss). A run
+    killed after epoch k resumes from the backup of epoch k (study.resume). Returns the test metrics.
     """
     import keras
     from dvclive import Live
+    from study import resume
     from study.model import summary_text
 
     summary = summary_text(model)  # before compile: no optimizer variables in the counts
     trainer = trainer or model
     (xtr, ytr), (xva, yva), (xte, yte) = splits["train"], splits["val"], splits["test"]
-    seed, bs = params["seed"], params["batch_size"]
-    compile_model(trainer, params, math.ceil(len(xtr) / bs))
-    progress = {}
+    seed, bs, epochs = params["seed"], params["batch_size"], params["epochs"]
+    steps = math.ceil(len(xtr) / bs)
+    compile_model(trainer, params, steps)
+    backup = resume.backup_dir(name)
+    print_ = resume.fingerprint(params, trainer, [xtr, ytr, xva, yva])
+    start = resume.restore(backup, trainer, epochs, print_)
     live_dir = paths.train_dir(name)
-    tmp_dir = live_dir.with_name(f".{live_dir.name}.tmp")
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    try:
-        with Live(str(tmp_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:
-            trainer.fit(make_dataset(xtr, ytr, bs, shuffle=True, augment=params["augment"], seed=seed),
-                        validation_data=make_dataset(xva, yva, bs), epochs=params["epochs"],
-                        callbacks=_callbacks(params, live, progress), verbose=2,
-                        shuffle=False)  # the dataset reshuffles itself, seeded, each epoch
-            test = evaluate_test(model, xte, yte, bs, params["tta"])
-            live.summary["test"] = {"accuracy": test["accuracy"], "loss": test["loss"]}
-            live.summary["time_to_val_accuracy"] = {k: progress.get(k) for k in VAL_THRESHOLDS}
-            live.log_sklearn_plot("confusion_matrix", [classes[i] for i in yte],
-                                  [classes[i] for i in test["pred"]], name="confusion_matrix.json")
-        with atomic_path(paths.model_file(name)) as tmp:
-            keras.saving.save_model(model, tmp)
-        with atomic_path(paths.summary_file(name)) as tmp:
-            tmp.write_text(summary)
-        if hasattr(trainer, "centers"):
-            write_npy(paths.centers_file(name), np.asarray(trainer.centers, np.float32))
-        shutil.rmtree(live_dir, ignore_errors=True)
-        os.replace(tmp_dir, live_dir)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+    if start:
+        trim_curves(live_dir, start)
+    elapsed_before = read_curve(live_dir, "elapsed_s").get(start - 1, 0.0) if start else 0.0
+    with Live(str(live_dir), resume=bool(start), dvcyaml=None, save_dvc_exp=False, report=None) as live:
+        live.step = start
+        callbacks = [*_callbacks(params, live, elapsed_before), resume.backup_callback(backup, epochs, print_)]
+        trainer.fit(make_dataset(xtr, ytr, bs, shuffle=True, augment=params["augment"], seed=seed,
+                                 epochs=epochs, start_epoch=start),
+                    validation_data=make_dataset(xva, yva, bs), epochs=epochs, initial_epoch=start,
+                    steps_per_epoch=steps, callbacks=callbacks, verbose=keras_verbosity(),
+                    shuffle=False)  # the dataset orders itself, per epoch (epoch_orders)
+        test = evaluate_test(model, xte, yte, bs, params["tta"])
+        live.summary["test"] = {"accuracy": test["accuracy"], "loss": test["loss"]}
+        live.summary["time_to_val_accuracy"] = time_to_val_accuracy(live_dir)
+        live.log_sklearn_plot("confusion_matrix", [classes[i] for i in yte],
+                              [classes[i] for i in test["pred"]], name="confusion_matrix.json")
+    with atomic_path(paths.model_file(name)) as tmp:
+        keras.saving.save_model(model, tmp)
+    with atomic_path(paths.summary_file(name)) as tmp:
+        tmp.write_text(summary)
+    if hasattr(trainer, "centers"):
+        write_npy(paths.centers_file(name), np.asarray(trainer.centers, np.float32))
+    # DVCLive's summary (last epoch's values, time to accuracy, test) becomes details.json;
+    # metrics.json keeps the headline `test` section only
+    write_metrics(live_dir, dict(live.summary), {"test": live.summary["test"]})
+    resume.discard(backup)
     print(f"{name}: test accuracy {test['accuracy']:.4f}, test loss {test['loss']:.4f}")
     return test

@@ -46,16 +46,16 @@ def write_inputs(inter_scale: dict):
         write_training(name, ACC[name])
         tsne_dir, cam_dir = paths.tsne_dir(name), paths.gradcam_dir(name)
         tsne_dir.mkdir(parents=True)
-        (tsne_dir / "metrics.json").write_text(json.dumps({l: TSNE for l in ANALYSED_LAYERS}))
+        (tsne_dir / "details.json").write_text(json.dumps({l: TSNE for l in ANALYSED_LAYERS}))
         cam_dir.mkdir(parents=True)
-        (cam_dir / "metrics.json").write_text(json.dumps(CAM))
+        (cam_dir / "details.json").write_text(json.dumps(CAM))
         y = np.repeat(np.arange(10), 6)
         centres = np.eye(10, 512) * inter_scale[name]          # class means, pairwise distance scale*sqrt(2)
         dense = (centres[y] + rng.normal(0, 0.1, (60, 512))).astype(np.float32)
         paths.activations_file(name).parent.mkdir(parents=True, exist_ok=True)
         np.savez(paths.activations_file(name), dense=dense, y=y, index=np.arange(60))
     paths.KMEANS_DIR.mkdir(parents=True)
-    (paths.KMEANS_DIR / "metrics.json").write_text(json.dumps(
+    (paths.KMEANS_DIR / "details.json").write_text(json.dumps(
         {"nmi": 0.4, "ari": 0.3, "purity": 0.5, "inertia": 10.0,
          "centroid_to_class_mean": {"mean": 1.0, "per_class": {c: 1.0 for c in CLASSES}}}))
 
@@ -63,10 +63,16 @@ def write_inputs(inter_scale: dict):
 def test_compare_writes_every_metric_figure_and_report(workdir):
     write_inputs({"baseline": 1.0, "center_loss": 5.0})
     result = compare.main(workdir)
-    m = json.loads((paths.COMPARE_DIR / "metrics.json").read_text())
+    m = json.loads((paths.COMPARE_DIR / "details.json").read_text())
     assert m == json.loads(json.dumps(result))
-    assert set(m) == {"baseline", "center_loss", "kmeans_centroids", "test_accuracy_difference"}
-    assert m["test_accuracy_difference"] == pytest.approx(0.05)
+    assert set(m) == {"baseline", "center_loss", "kmeans_centroids", "center_loss_minus_baseline"}
+    diff = m["center_loss_minus_baseline"]
+    assert diff["test_accuracy"] == pytest.approx(0.05) and diff["test_loss"] == pytest.approx(-0.05)
+    assert diff["dense_intra_inter_ratio"] == pytest.approx(
+        m["center_loss"]["dense"]["intra_inter_ratio"] - m["baseline"]["dense"]["intra_inter_ratio"])
+    assert diff["dense_kmeans_nmi"] == pytest.approx(0.0)
+    # the headline: only the differences
+    assert json.loads((paths.COMPARE_DIR / "metrics.json").read_text()) == {"center_loss_minus_baseline": diff}
     assert m["kmeans_centroids"] == {"nmi": 0.4, "ari": 0.3, "purity": 0.5}
     for name in paths.MODEL_NAMES:
         mm = m[name]
@@ -113,8 +119,8 @@ def test_read_curve_handles_timestamp_columns(tmp_path):
 
 def test_missing_input_names_the_stage_to_run(workdir):
     write_inputs({"baseline": 1.0, "center_loss": 1.0})
-    (paths.gradcam_dir("center_loss") / "metrics.json").unlink()
-    with pytest.raises(StageError, match=r"gradcam/center_loss/metrics.json: not found; run `dvc repro gradcam@center_loss`"):
+    (paths.gradcam_dir("center_loss") / "details.json").unlink()
+    with pytest.raises(StageError, match=r"gradcam/center_loss/details.json: not found; run `dvc repro gradcam@center_loss`"):
         compare.main(workdir)
     assert not (paths.COMPARE_DIR / "metrics.json").exists()
 

@@ -4,6 +4,7 @@ The session fixture `pipeline_repo` (tests/conftest.py) copies the project, poin
 a tiny official-format archive on a loopback server and runs `dvc repro` once on tiny settings.
 """
 import json
+import os
 
 import pytest
 import yaml
@@ -38,7 +39,7 @@ def _experiments(repo):
         for exp in row.get("experiments") or []:
             for rev in exp["revs"]:
                 metrics = (rev.get("data") or {}).get("metrics") or {}
-                out[rev.get("name") or rev["rev"]] = {f: m["data"] for f, m in metrics.items()}
+                out[rev.get("name") or rev["rev"]] = {f: m["data"] for f, m in metrics.items() if "data" in m}
     return out
 
 
@@ -54,6 +55,82 @@ def test_repro_runs_every_stage_on_the_tiny_archive(pipeline_repo):
         rows = json.loads((pipeline_repo / f"plots/train_{name}/plots/sklearn/confusion_matrix.json").read_text())
         assert len(rows) == 100 and test["loss"] > 0
         assert test["accuracy"] == sum(r["actual"] == r["predicted"] for r in rows) / 100
+
+
+def _leaves(tree, prefix=""):
+    """{"a.b": value} of every leaf of a nested dict."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    return {k: v for key, sub in tree.items() for k, v in _leaves(sub, f"{prefix}.{key}" if prefix else key).items()}
+
+
+# What `dvc exp show` prints of the default pipeline: the headline numbers, one file per stage
+HEADLINE = {
+    "plots/train_baseline/metrics.json": {"test.accuracy", "test.loss"},
+    "plots/train_center_loss/metrics.json": {"test.accuracy", "test.loss"},
+    "plots/kmeans_centroids/metrics.json": {"nmi", "purity"},
+    **{f"plots/tsne/{m}/metrics.json": {f"{layer}.knn_accuracy_2d" for layer in ("conv2d", "conv2d_4", "dense", "dense_1")}
+       for m in ("baseline", "center_loss")},
+    **{f"plots/gradcam/{m}/metrics.json": {"deletion_auc", "insertion_auc"} for m in ("baseline", "center_loss")},
+    "plots/compare/metrics.json": {f"center_loss_minus_baseline.{k}" for k in
+                                   ("test_accuracy", "test_loss", "dense_kmeans_nmi", "dense_intra_inter_ratio")},
+}
+MAX_METRIC_COLUMNS = 30
+
+
+def test_exp_show_lists_the_headline_metrics_only(pipeline_repo):
+    rows = json.loads(dvc(pipeline_repo, "exp", "show", "--json").stdout)
+    metrics = rows[0]["data"]["metrics"]                         # the workspace row
+    found = {f: set(_leaves(m["data"])) for f, m in metrics.items()}
+    assert found == HEADLINE
+    assert sum(map(len, found.values())) <= MAX_METRIC_COLUMNS
+    # every other number is in the details.json beside each metrics file
+    for f in HEADLINE:
+        details = _leaves(json.loads((pipeline_repo / f).with_name("details.json").read_text()))
+        assert {k: v for k, v in details.items() if k in found[f]} == _leaves(metrics[f]["data"])
+
+
+def test_train_baseline_only_experiment_carries_no_metrics_it_did_not_produce(pipeline_repo):
+    dvc(pipeline_repo, "exp", "run", "--temp", "-n", "baseline-only", "train_baseline", "-S", "seed=1")
+    exps = _experiments(pipeline_repo)
+    assert set(exps["baseline-only"]) == {"plots/train_baseline/metrics.json"}
+    assert exps["baseline-only"]["plots/train_baseline/metrics.json"] != \
+        json.loads((pipeline_repo / "plots/train_baseline/metrics.json").read_text())   # its own run
+    ref = next(line.split()[-1] for line in git(pipeline_repo, "for-each-ref", "refs/exps").splitlines()
+               if line.endswith("/baseline-only"))
+    tracked = git(pipeline_repo, "ls-tree", "-r", "--name-only", ref, "plots").split()
+    assert tracked and all(p.startswith("plots/train_baseline/") for p in tracked)   # no stale curves either
+    assert json.loads(dvc(pipeline_repo, "status", "--json").stdout) == {}  # workspace untouched
+
+
+def test_plots_show_finds_the_curves_of_a_training_still_running(pipeline_repo, tmp_path):
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+    repo = tmp_path / "repo"
+    shutil.copytree(pipeline_repo, repo, symlinks=True)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["epochs"] = 200          # minutes of training: plenty of time to look while it runs
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    shutil.rmtree(repo / "plots/train_baseline/plots")            # so every curve point seen is this run's
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ.get('PATH', '')}"}
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "train_baseline"], cwd=repo, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        backup = repo / "checkpoints/train_baseline/state.json"     # written when an epoch is done
+        deadline = time.monotonic() + 300
+        while not backup.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert backup.exists(), "no epoch finished"
+        shown = json.loads(dvc(repo, "plots", "show", "--json", "accuracy").stdout)["data"]["accuracy"][0]
+        assert proc.poll() is None                                  # still training
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    rows = [r for r in shown["content"]["data"]["values"] if "train_baseline" in r.get("filename", "")]
+    assert rows and "0" in {r["step"] for r in rows}                  # the finished epochs so far
 
 
 def test_second_repro_does_nothing(pipeline_repo):
@@ -115,7 +192,8 @@ def test_plots_show_lists_curves_embeddings_heatmaps_and_confusion(pipeline_repo
         assert f"plots/gradcam/{name}/grid.png" in ids
         assert f"plots/train_{name}/plots/sklearn/confusion_matrix.json" in ids
     assert {"accuracy", "cross_entropy", "learning_rate", "center_loss_terms", "center_distances"} <= ids
-    assert {"plots/compare/curves.png", "plots/compare/confusion_matrices.png"} <= ids
+    # compare's figures redraw the curves and confusion matrices: linked from its report, not shown twice
+    assert not {"plots/compare/curves.png", "plots/compare/confusion_matrices.png"} & ids
 
 
 def test_exp_run_with_a_learning_rate_in_exponent_form(pipeline_repo):

@@ -125,7 +125,8 @@ class RenderedPlots(HTMLParser):
     def __init__(self, ids):
         super().__init__()
         self.ids, self.open, self.drawn, self.errors = set(ids), [], set(), None
-        self.in_errors, self.images = False, 0
+        self.in_errors, self.images, self.in_text = False, 0, False
+        self.texts = {i: [] for i in ids}     # per chart: the SVG <text> strings (titles, axes, legend)
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
@@ -139,10 +140,15 @@ class RenderedPlots(HTMLParser):
             self.drawn.add(self.open[-1][0])
         if a.get("id") == "plot-errors":
             self.in_errors, self.errors = True, ""
+        if tag == "text" and self.open:
+            self.in_text = True
+            self.texts[self.open[-1][0]].append("")
 
     def handle_endtag(self, tag):
         if tag == "pre":
             self.in_errors = False
+        if tag == "text":
+            self.in_text = False
         if tag == "div" and self.open:
             if self.open[-1][1]:
                 self.open[-1][1] -= 1
@@ -152,6 +158,8 @@ class RenderedPlots(HTMLParser):
     def handle_data(self, data):
         if self.in_errors:
             self.errors += data
+        if self.in_text and self.open:
+            self.texts[self.open[-1][0]][-1] += data
 
 
 def expected_counts(repo: Path) -> tuple[int, int]:
@@ -211,6 +219,36 @@ def test_every_plot_renders_offline_without_errors(repo, template, tmp_path):
     chromium([f"--virtual-time-budget={VIRTUAL_TIME_MS}", "--window-size=1400,2400",
               f"--screenshot={shot}", page.as_uri()], tmp_path / "chrome-profile")
     assert shot.stat().st_size > 20_000  # kept in pytest's tmp dir (/tmp/pytest-of-<user>/) to look at
+
+
+def labelled_plots(repo: Path) -> dict[str, dict]:
+    """{plot id: its title, x_label, y_label} of dvc.yaml's plots that set them."""
+    out = {}
+    for entry in yaml.safe_load((repo / "dvc.yaml").read_text())["plots"]:
+        if isinstance(entry, dict):
+            (key, props), = entry.items()
+            out[key] = {k: props[k] for k in ("title", "x_label", "y_label") if k in props}
+    return out
+
+
+@pytest.mark.slow
+def test_charts_show_the_titles_axis_labels_and_short_legends_of_dvc_yaml(repo, template, tmp_path):
+    page = plots_show(repo, template, tmp_path / "page")
+    ids, parsed, _ = render(page, tmp_path)
+    labelled = labelled_plots(repo)
+    assert labelled and all(set(p) == {"title", "x_label", "y_label"} for p in labelled.values())
+    for key, props in labelled.items():
+        charts = [i for i in ids if props["title"] in parsed.texts[i]]
+        assert len(charts) == 1, f"{key}: title {props['title']!r} drawn {len(charts)} times"
+        texts = parsed.texts[charts[0]]
+        assert props["x_label"] in texts and props["y_label"] in texts, (key, texts)
+    every = [t for i in ids for t in parsed.texts[i]]
+    assert not [t for t in every if ".tsv" in t or ".json" in t or "plots/" in t]   # no file paths
+    curves = parsed.texts[next(i for i in ids if labelled["accuracy"]["title"] in parsed.texts[i])]
+    assert {"baseline train accuracy", "baseline val accuracy", "center_loss train accuracy",
+            "center_loss val accuracy"} <= set(curves)                                # the legend
+    epochs = [t for t in curves if re.fullmatch(r"[0-9.]+", t) and float(t) >= 1 and "." not in t]
+    assert epochs and not [t for t in curves if re.fullmatch(r"[0-9]+\.[0-9]+", t) and float(t) > 1.0]
 
 
 @pytest.mark.slow

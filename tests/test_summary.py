@@ -83,16 +83,18 @@ def _experiment_files(acc_b=0.5, acc_c=0.55, center_seed=0):
     metrics = {
         "plots/train_baseline/metrics.json": {"test": {"accuracy": acc_b, "loss": 1.5}},
         "plots/train_center_loss/metrics.json": {"test": {"accuracy": acc_c, "loss": 1.4}},
-        "plots/tsne/baseline/metrics.json": {"dense": {"knn_accuracy_2d": 0.4, "silhouette_2d": 0.1}},
-        "plots/tsne/center_loss/metrics.json": {"dense": {"knn_accuracy_2d": 0.45, "silhouette_2d": 0.2}},
+        "plots/tsne/baseline/metrics.json": {"dense": {"knn_accuracy_2d": 0.4}},
+        "plots/tsne/baseline/details.json": {"dense": {"knn_accuracy_2d": 0.4, "silhouette_2d": 0.1}},
+        "plots/tsne/center_loss/metrics.json": {"dense": {"knn_accuracy_2d": 0.45}},
+        "plots/tsne/center_loss/details.json": {"dense": {"knn_accuracy_2d": 0.45, "silhouette_2d": 0.2}},
     }
     files = {p: json.dumps(m).encode() for p, m in metrics.items()}
     lock = {"stages": {}}
     for path in metrics:
         stage = path.split("/")[1] if "train_" in path else f"tsne@{path.split('/')[2]}"
         seed = center_seed if "center_loss" in path else 0
-        lock["stages"][stage] = {"params": {"params.yaml": {"seed": seed}}, "deps": [],
-                                 "outs": [{"path": path, "md5": _md5(files[path])}]}
+        entry = lock["stages"].setdefault(stage, {"params": {"params.yaml": {"seed": seed}}, "deps": [], "outs": []})
+        entry["outs"].append({"path": path, "md5": _md5(files[path])})
     files["params.yaml"] = yaml.safe_dump(params).encode()
     files["dvc.lock"] = yaml.safe_dump(lock).encode()
     return files
@@ -116,10 +118,10 @@ def test_read_experiment_takes_values_only_from_stages_that_ran():
     exp = summary.read_experiment("e3", "0a1", edited.get)
     assert exp.missing["baseline", "test_accuracy"] == \
         "plots/train_baseline/metrics.json was changed after train_baseline wrote it"
-    del edited["plots/tsne/center_loss/metrics.json"]  # recorded in dvc.lock, not committed
+    del edited["plots/tsne/center_loss/details.json"]  # recorded in dvc.lock, not committed
     exp = summary.read_experiment("e4", "0a2", edited.get)
     assert exp.missing["center_loss", "dense_silhouette"] == \
-        "plots/tsne/center_loss/metrics.json is not in this experiment's commit"
+        "plots/tsne/center_loss/details.json is not in this experiment's commit"
 
 
 def _exp(name, seed, acc_b, acc_c, **params):

@@ -100,7 +100,9 @@ def test_flip_tta_averages_each_image_and_its_mirror():
 def test_baseline_stage_writes_model_metrics_curves_and_confusion(workdir):
     test = _train(workdir)
     live = paths.train_dir("baseline")
-    metrics = json.loads((live / "metrics.json").read_text())
+    assert json.loads((live / "metrics.json").read_text()) == {"test": {"accuracy": test["accuracy"],
+                                                                        "loss": test["loss"]}}
+    metrics = json.loads((live / "details.json").read_text())   # DVCLive's summary, time to accuracy
     assert metrics["test"] == {"accuracy": test["accuracy"], "loss": test["loss"]}
     val_acc = _read_tsv_column(live / "plots/metrics/val/accuracy.tsv", "accuracy")
     assert metrics["time_to_val_accuracy"] == {
@@ -161,7 +163,7 @@ def test_each_optimizer_and_schedule_trains_and_logs_its_learning_rate(workdir, 
 
 def test_nan_loss_stops_training_with_a_clear_message():
     params = {"learning_rate": 0.5, "lr_schedule": "none"}
-    stop = [cb for cb in _callbacks(params, live=None, progress={}) if type(cb).__name__ == "StopOnNaN"][0]
+    stop = [cb for cb in _callbacks(params, live=None) if type(cb).__name__ == "StopOnNaN"][0]
     stop.on_epoch_begin(2)
     stop.on_train_batch_end(0, {"loss": 1.0})
     with pytest.raises(StageError, match=r"training loss became nan at epoch 3, batch 8; lower learning_rate \(now 0.5\)"):
@@ -207,24 +209,35 @@ def test_crop_flip_shifts_each_image_by_at_most_4_pixels_and_mirrors_some():
     assert np.array_equal(out, again) and not np.array_equal(out, other)  # seeded
 
 
+def _start_training(root, extra_env=None):
+    """`python -m stages.train_baseline` in root, as DVC runs it; returns the Popen."""
+    return subprocess.Popen([sys.executable, "-m", "stages.train_baseline"], cwd=root, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO), **(extra_env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_for_backup(root, proc, timeout=120):
+    """Poll until the first epoch's backup exists (checkpoints/train_baseline/state.json)."""
+    state = root / "checkpoints" / "train_baseline" / "state.json"
+    deadline = time.monotonic() + timeout
+    while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert state.exists(), "no epoch finished"
+    return state
+
+
 @pytest.mark.parametrize("sig,code,how", [(signal.SIGINT, 1, "Ctrl-C \\(SIGINT\\)"),
                                           (signal.SIGTERM, 128 + signal.SIGTERM, "SIGTERM")])
-def test_interrupted_training_is_one_line_and_leaves_no_output(workdir, tmp_path, sig, code, how):
+def test_interrupted_training_is_one_line_and_keeps_only_curves_and_backup(workdir, tmp_path, sig, code, how):
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     params["epochs"] = 1000  # would run for an hour: stopped mid-training
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     sys_tmp = tmp_path / "systmp"
     sys_tmp.mkdir()
     before = tree(tmp_path)
-    proc = subprocess.Popen([sys.executable, "-m", "stages.train_baseline"], cwd=tmp_path, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(sys_tmp)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    live_tmp = tmp_path / "plots" / ".train_baseline.tmp"
+    proc = _start_training(tmp_path, {"TMPDIR": str(sys_tmp)})
     try:
-        deadline = time.monotonic() + 120
-        while not (live_tmp / "metrics.json").exists() and time.monotonic() < deadline:  # an epoch is done
-            time.sleep(0.2)
-        assert (live_tmp / "metrics.json").exists(), "training never started"
+        _wait_for_backup(tmp_path, proc)
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -232,5 +245,81 @@ def test_interrupted_training_is_one_line_and_leaves_no_output(workdir, tmp_path
     assert_one_line_error(subprocess.CompletedProcess(proc.args, proc.returncode, out, err),
                           f"error: interrupted by {how} before the stage finished; `dvc repro` runs it again", code)
     assert tree(tmp_path) == before                       # no model, nothing half-written in data/ or models/
-    assert not live_tmp.exists() and not (tmp_path / "plots" / "train_baseline").exists()
+    # what stays is what a rerun resumes from: the finished epochs' curves and their backup
+    assert (tmp_path / "plots/train_baseline/plots/metrics/train/accuracy.tsv").exists()
+    assert json.loads((tmp_path / "checkpoints/train_baseline/state.json").read_text())["epoch"] >= 1
     assert list(sys_tmp.iterdir()) == []
+
+
+def _curves(root):
+    """{tsv path: rows without the timestamp and elapsed time} of a training's DVCLive curves."""
+    out = {}
+    for tsv in sorted((root / "plots/train_baseline/plots/metrics").rglob("*.tsv")):
+        if tsv.name != "elapsed_s.tsv":
+            rows = [line.split("\t") for line in tsv.read_text().splitlines()]
+            keep = [i for i, h in enumerate(rows[0]) if h != "timestamp"]
+            out[str(tsv.relative_to(root))] = [[r[i] for i in keep] for r in rows]
+    return out
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_from_its_last_epoch_to_the_same_weights(tmp_path):
+    import keras
+    from tests.conftest import tiny_params
+    from tests.synthetic import write_splits
+    params = tiny_params()   # every source of randomness on: dropout, crop_flip, shuffling, a per-step schedule
+    params.update(epochs=3, augment="crop_flip", optimizer="sgd", lr_schedule="onecycle", learning_rate=0.05,
+                  weight_decay=0.0005)
+    runs = {}
+    for run in ("uninterrupted", "killed"):
+        root = tmp_path / run
+        root.mkdir()
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        write_splits(root, n_train=100, n_val=10, n_test=10)     # 1,000 images: an epoch takes a while
+        runs[run] = root
+    r = subprocess.run([sys.executable, "-m", "stages.train_baseline"], cwd=runs["uninterrupted"], text=True,
+                       env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    root = runs["killed"]
+    proc = _start_training(root)
+    try:
+        state = _wait_for_backup(root, proc)
+        proc.send_signal(signal.SIGKILL)          # no handler, no clean-up: as a power cut or OOM kill
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    done = json.loads(state.read_text())["epoch"]
+    assert 1 <= done < 3 and not paths.model_file("baseline").exists()
+    r = subprocess.run([sys.executable, "-m", "stages.train_baseline"], cwd=root, text=True,
+                       env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert f"checkpoints/train_baseline: resuming after epoch {done} of 3" in r.stdout
+    assert f"Epoch {done + 1}/3" in r.stdout and "Epoch 1/3" not in r.stdout
+    assert not (root / "checkpoints" / "train_baseline").exists()          # deleted once finished
+    a, b = (keras.saving.load_model(runs[k] / "models/baseline.keras") for k in ("uninterrupted", "killed"))
+    for wa, wb in zip(a.weights, b.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(wa), np.asarray(wb), err_msg=wa.path)
+    for f in ("metrics.json", "plots/sklearn/confusion_matrix.json"):
+        assert (runs["killed"] / "plots/train_baseline" / f).read_text() == \
+            (runs["uninterrupted"] / "plots/train_baseline" / f).read_text()
+    assert _curves(runs["killed"]) == _curves(runs["uninterrupted"])     # every epoch once, same values
+
+
+def test_a_backup_of_other_params_is_discarded(tmp_path, workdir):
+    params = dict(workdir, epochs=3)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = _start_training(tmp_path)
+    try:
+        _wait_for_backup(tmp_path, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(dict(params, learning_rate=0.002)))
+    r = subprocess.run([sys.executable, "-m", "stages.train_baseline"], cwd=tmp_path, text=True,
+                       env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "checkpoints/train_baseline: not resuming (params, data or code changed since it was written); " \
+           "training from epoch 1" in r.stdout
+    assert "Epoch 1/3" in r.stdout
+    assert len(_curves(tmp_path)["plots/train_baseline/plots/metrics/train/accuracy.tsv"]) == 1 + 3

@@ -65,7 +65,9 @@ def test_extract_then_tsne_writes_points_images_and_metrics(workdir):
     assert paths.tsne_surface("center_loss", "conv2d").read_bytes().startswith(PNG_MAGIC)
     assert paths.tsne_surface("center_loss", "conv2d_4").exists()
     assert not paths.tsne_surface("center_loss", "dense").exists()
-    assert json.loads(paths.tsne_metrics("center_loss").read_text()) == metrics
+    assert json.loads(paths.tsne_details("center_loss").read_text()) == metrics
+    assert json.loads(paths.tsne_metrics("center_loss").read_text()) == \
+        {layer: {"knn_accuracy_2d": m["knn_accuracy_2d"]} for layer, m in metrics.items()}
     # the synthetic classes differ by colour and stripe: the softmax layer of even an untrained net
     # separates them far better than chance (0.1) in the 512-d features
     assert metrics["dense"]["knn_accuracy_features"] > 0.5
@@ -77,8 +79,10 @@ def test_dvc_yaml_plots_use_the_class_scatter_template():
     for entry in dvc["plots"]:   # an entry is a path string or {path or id: config}
         plots.update({entry: None} if isinstance(entry, str) else entry)
     for name in paths.MODEL_NAMES:
-        spec = plots[str(paths.tsne_points(name, "x").parent)]
-        assert spec == {"template": "tsne_scatter", "x": "x", "y": "y"}
+        for layer in ANALYSED_LAYERS:     # one chart per layer, titled with the model and layer
+            spec = plots[str(paths.tsne_points(name, layer))]
+            assert {k: spec[k] for k in ("template", "x", "y")} == {"template": "tsne_scatter", "x": "x", "y": "y"}
+            assert spec["title"].startswith(f"{name}: 2D t-SNE of {layer} (")
         assert str(paths.tsne_image_3d(name, "x").parent) in plots
         assert str(paths.tsne_surface(name, "x").parent) in plots
     for name in ("extract_activations", "tsne"):

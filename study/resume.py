@@ -1,0 +1,110 @@
+"""Resumable training: a training stage killed at epoch k continues after its last finished epoch.
+
+After each finished epoch, checkpoints/train_<name>/ (gitignored and not a DVC output, so DVC
+neither removes nor commits it) holds
+    state.npz    the trainer's weights (batch-norm statistics and class centres included), the
+                 states of its seed generators (dropout) and its optimizer's variables (step count,
+                 momenta), in a fixed order
+    state.json   {"epoch": epochs finished, "epochs": of the run, "fingerprint": ...}
+each written atomically, state.json last. The next run of the stage restores them and starts
+fit() at that epoch when its fingerprint (the training params, the train and validation arrays,
+the initial weights and centres, the code under study/ and stages/) is the same; otherwise the
+backup is discarded and training starts over. Data order and augmentation depend only on the seed
+and the epoch (study.train.make_dataset), so a resumed run ends with the same weights as an
+uninterrupted one. A finished training deletes the folder.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from study.io import write_json
+
+CHECKPOINTS = Path("checkpoints")
+CODE = ("study", "stages")               # folders whose .py files are in the fingerprint
+
+
+def backup_dir(name: str) -> Path:
+    """checkpoints/train_<name>/: the backup of an unfinished training of model `name`."""
+    return CHECKPOINTS / f"train_{name}"
+
+
+def state_variables(trainer) -> list:
+    """The variables a resumed run needs, in a fixed order: the trainer's weights, its seed-generator
+    states (dropout masks; Keras keeps them out of `weights`) and its optimizer's variables."""
+    weights = trainer.weights
+    ids = {id(v) for v in weights}
+    seeds = [v for v in trainer.variables if id(v) not in ids and v.path.endswith("seed_generator_state")]
+    return [*weights, *seeds, *trainer.optimizer.variables]
+
+
+def fingerprint(params: dict, trainer, arrays: list[np.ndarray], root: Path = Path(".")) -> str:
+    """A hash of what a training depends on: the top-level (training) params and the center_loss
+    section, the data arrays, the trainer's initial weights and centres, and the project's code."""
+    h = hashlib.sha256()
+    keys = {k: v for k, v in params.items() if not isinstance(v, dict)} | {"center_loss": params.get("center_loss")}
+    h.update(json.dumps(keys, sort_keys=True, default=str).encode())
+    for a in [*arrays, *(np.asarray(w) for w in trainer.weights)]:
+        h.update(str((a.shape, a.dtype)).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    for folder in CODE:
+        for f in sorted((root / folder).glob("*.py")):
+            h.update(f.as_posix().encode() + f.read_bytes())
+    return h.hexdigest()
+
+
+def save(folder: Path, trainer, epoch: int, epochs: int, print_: str) -> None:
+    """Write the backup after `epoch` finished epochs (of `epochs`)."""
+    from study.io import atomic_path
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / "state.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, *[np.asarray(v) for v in state_variables(trainer)])
+    write_json(folder / "state.json", {"epoch": epoch, "epochs": epochs, "fingerprint": print_})
+
+
+def restore(folder: Path, trainer, epochs: int, print_: str) -> int:
+    """Load a matching backup into `trainer` (compiled) and return its finished epochs; 0, having
+    discarded any backup, when there is none or it belongs to other params, data or code."""
+    try:
+        state = json.loads((folder / "state.json").read_text())
+    except (OSError, ValueError):
+        discard(folder)
+        return 0
+    trainer.optimizer.build(trainer.trainable_variables)
+    variables = state_variables(trainer)
+    why = None
+    if state.get("fingerprint") != print_ or state.get("epochs") != epochs:
+        why = "params, data or code changed since it was written"
+    else:
+        with np.load(folder / "state.npz") as f:
+            arrays = [f[f"arr_{i}"] for i in range(len(f.files))]
+        if [a.shape for a in arrays] != [tuple(v.shape) for v in variables]:
+            why = "its variables do not match this model"
+    if why:
+        print(f"{folder}: not resuming ({why}); training from epoch 1")
+        discard(folder)
+        return 0
+    for v, a in zip(variables, arrays):
+        v.assign(a)
+    print(f"{folder}: resuming after epoch {state['epoch']} of {epochs}")
+    return int(state["epoch"])
+
+
+def discard(folder: Path) -> None:
+    """Delete a backup."""
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def backup_callback(folder: Path, epochs: int, print_: str):
+    """A Keras callback that saves the backup at the end of every epoch."""
+    import keras
+
+    class EpochBackup(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            save(folder, self.model, epoch + 1, epochs, print_)
+    return EpochBackup()
