@@ -90,7 +90,8 @@ def pipeline_repo(tmp_path_factory, cifar_server):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "tiny project")
-    dvc(repo, "repro")
+    run = dvc(repo, "repro")
+    (repo.parent / "repro.log").write_text(run.stdout + run.stderr)   # what a user sees (tests grep it)
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "tiny run")
     return repo

@@ -5,6 +5,7 @@ a tiny official-format archive on a loopback server and runs `dvc repro` once on
 """
 import json
 import os
+import shlex
 
 import pytest
 import yaml
@@ -100,6 +101,14 @@ def test_train_baseline_only_experiment_carries_no_metrics_it_did_not_produce(pi
                if line.endswith("/baseline-only"))
     tracked = git(pipeline_repo, "ls-tree", "-r", "--name-only", ref, "plots").split()
     assert tracked and all(p.startswith("plots/train_baseline/") for p in tracked)   # no stale curves either
+    # README's a-f table recipe prints the variant params and the baseline's test numbers only
+    from tests.conftest import REPO
+    line = next(l for l in (REPO / "README.md").read_text().splitlines() if l.startswith("dvc exp show --drop '.*' --keep"))
+    table = dvc(pipeline_repo, *shlex.split(line)[1:], "--csv").stdout.splitlines()
+    assert table[0].split(",") == ["Experiment", "plots/train_baseline/metrics.json:test.accuracy",
+                                   "plots/train_baseline/metrics.json:test.loss", "seed", "optimizer",
+                                   "learning_rate", "lr_schedule", "batch_norm", "augment"]
+    assert any(row.startswith("baseline-only,") for row in table[1:])
     assert json.loads(dvc(pipeline_repo, "status", "--json").stdout) == {}  # workspace untouched
 
 
@@ -131,6 +140,18 @@ def test_plots_show_finds_the_curves_of_a_training_still_running(pipeline_repo, 
         proc.wait()
     rows = [r for r in shown["content"]["data"]["values"] if "train_baseline" in r.get("filename", "")]
     assert rows and "0" in {r["step"] for r in rows}                  # the finished epochs so far
+
+
+def test_repro_log_has_no_tensorflow_noise_and_says_how_long_each_stage_took(pipeline_repo):
+    import re
+    log = (pipeline_repo.parent / "repro.log").read_text()
+    assert not re.search(r"^[IWEF]\d{4} ", log, re.M), "a TensorFlow C++ log line"   # I0000 00:00:... cudart_stub
+    for noise in ("absl::InitializeLog", "cuInit", "cuda drivers", "cpu_feature_guard", "rebuild TensorFlow"):
+        assert noise not in log
+    for stage in STAGES:
+        assert re.search(rf"^{re.escape(stage)}: done in [0-9.]+ s$|^{re.escape(stage)}: done in \d+ min \d\d s$",
+                         log, re.M), stage
+    assert "Epoch 1/1" in log and "tsne@baseline" in log
 
 
 def test_second_repro_does_nothing(pipeline_repo):

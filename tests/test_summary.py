@@ -203,8 +203,10 @@ def _exp_metrics(repo):
             continue  # refs/exps/exec/*, refs/exps/celery/*: DVC's own bookkeeping
         params = yaml.safe_load(git(repo, "show", f"{line}:params.yaml"))
         files = {}
+        tracked = git(repo, "ls-tree", "-r", "--name-only", line, "plots").split()
         for f in ("plots/train_baseline/metrics.json", "plots/train_center_loss/metrics.json"):
-            files[f] = json.loads(git(repo, "show", f"{line}:{f}"))
+            if f in tracked:    # a train_baseline-only experiment has no center-loss results at all
+                files[f] = json.loads(git(repo, "show", f"{line}:{f}"))
         out[line] = (params, files)
     return out
 
@@ -227,6 +229,7 @@ def test_summary_of_queued_seed_experiments(pipeline_repo, tmp_path):
                     ["train_baseline", "-S", "seed=3"])
     direct = _exp_metrics(repo)
     assert len(direct) == 7
+    assert [p["seed"] for p, f in direct.values() if "plots/train_center_loss/metrics.json" not in f] == [3]
     groups = {g["params"]["tsne.perplexity"]: g for g in summary.main(["--repo", str(repo), "--out", str(tmp_path / "out")])}
     assert set(groups) == {p1, p2}
     for perplexity, g in groups.items():
