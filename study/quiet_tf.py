@@ -1,24 +1,27 @@
-"""TensorFlow without its start-up noise on a CPU-only machine.
+"""TensorFlow without its noise on a CPU-only machine.
 
 `TF_CPP_MIN_LOG_LEVEL` (set in study/__init__.py) hides TensorFlow's C++ INFO and WARNING lines
 once its logging is initialised, but not the lines printed before that while the library loads
-(`cudart_stub.cc ... Could not find cuda drivers`), nor the ERROR of its CUDA probe
-(`failed call to cuInit`). `install()` puts an import hook in front of `import tensorflow`
-(however it is reached: keras, dvclive, our modules) that loads TensorFlow and probes its devices
-with the process's stderr (file descriptor 2) sent to a temporary file, then writes back every
-captured line except the known start-up messages listed in NOISE. Nothing else is hidden: an
-import error, a Python warning or any other message still reaches stderr.
+(`cudart_stub.cc ... Could not find cuda drivers`), nor ERROR lines that are noise: the CUDA
+probe's `failed call to cuInit`, or tf.data's `NodeDef mentions attribute use_unbounded_threadpool
+which is not in the op definition` on every parallel map. `install()` puts an import hook in
+front of `import tensorflow` (however it is reached: keras, dvclive, our modules): from then on
+the process's stderr (file descriptor 2, which TensorFlow's C++ code writes to) goes through a
+pipe, and a thread copies every line to the real stderr except the known messages in NOISE.
+Nothing else is hidden: an import error, a Python warning or traceback, any other TensorFlow
+message still reaches stderr, in order; at exit the pipe is drained before the process ends.
 """
 from __future__ import annotations
 
+import atexit
 import importlib.abc
 import importlib.util
 import os
 import re
 import sys
-import tempfile
+import threading
 
-# Printed by TensorFlow while it loads on a machine without a usable GPU (or without AVX-512 builds)
+# Printed by TensorFlow on a machine without a usable GPU, or by tf.data on every parallel map
 NOISE = re.compile("|".join([
     r"All log messages before absl::InitializeLog\(\) is called are written to STDERR",
     r"cudart_stub\.cc.*Could not find cuda drivers",
@@ -29,6 +32,7 @@ NOISE = re.compile("|".join([
     r"cpu_feature_guard\.cc.*This TensorFlow binary is optimized",
     r"^To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags\.$",
     r"TF-TRT Warning: Could not find TensorRT",
+    r"NodeDef mentions attribute use_unbounded_threadpool which is not in the op definition",
 ]))
 
 
@@ -37,32 +41,51 @@ def drop_noise(text: str) -> str:
     return "".join(line for line in text.splitlines(keepends=True) if not NOISE.search(line))
 
 
-class _CapturedStderr:
-    """File descriptor 2 (and sys.stderr) into a temporary file inside the block; on exit, the
-    captured text minus NOISE goes to the real stderr."""
+class _StderrFilter:
+    """File descriptor 2 through a pipe whose reader thread drops NOISE lines (see module doc)."""
 
-    def __enter__(self):
-        sys.stderr.flush()
-        self.file = tempfile.TemporaryFile(mode="w+b")
-        self.saved = os.dup(2)
-        os.dup2(self.file.fileno(), 2)
-        return self
+    MAYBE_NOISE = re.compile(rb"^([IWEF]\d|WARNING: All|To enable)")   # a partial line that may be noise
 
-    def __exit__(self, *exc):
+    def start(self):
         sys.stderr.flush()
-        os.dup2(self.saved, 2)
-        os.close(self.saved)
-        self.file.seek(0)
-        kept = drop_noise(self.file.read().decode(errors="replace"))
-        self.file.close()
+        self.real = os.dup(2)
+        read, write = os.pipe()
+        os.dup2(write, 2)
+        os.close(write)
+        self.read = read
+        self.thread = threading.Thread(target=self._pump, name="quiet-stderr", daemon=True)
+        self.thread.start()
+        atexit.register(self.stop)
+
+    def _emit(self, data: bytes):
+        kept = drop_noise(data.decode(errors="replace"))
         if kept:
-            sys.stderr.write(kept)
+            os.write(self.real, kept.encode())
+
+    def _pump(self):
+        pending = b""
+        while chunk := os.read(self.read, 1 << 16):
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                self._emit(line + b"\n")
+            if pending and not self.MAYBE_NOISE.match(pending):   # e.g. a progress bar's \r: show now
+                os.write(self.real, pending)
+                pending = b""
+        self._emit(pending)
+        os.close(self.read)
+
+    def stop(self):
+        """Give fd 2 back to the real stderr and wait until the pipe is drained."""
+        try:
             sys.stderr.flush()
-        return False
+        except (OSError, ValueError):
+            pass
+        os.dup2(self.real, 2)           # the pipe's last write end closes: the reader sees EOF
+        self.thread.join(timeout=10)
 
 
 class _QuietLoader(importlib.abc.Loader):
-    """Runs the real loader of `tensorflow`, then lists its devices, inside _CapturedStderr."""
+    """Starts the stderr filter, then runs the real loader of `tensorflow` and lists its devices."""
 
     def __init__(self, loader):
         self.loader = loader
@@ -71,9 +94,9 @@ class _QuietLoader(importlib.abc.Loader):
         return self.loader.create_module(spec)
 
     def exec_module(self, module):
-        with _CapturedStderr():
-            self.loader.exec_module(module)
-            module.config.list_physical_devices()      # the CUDA probe happens here, not later
+        _StderrFilter().start()
+        self.loader.exec_module(module)
+        module.config.list_physical_devices()      # the CUDA probe: now, through the filter
 
 
 class _QuietFinder(importlib.abc.MetaPathFinder):

@@ -24,6 +24,8 @@ def test_drop_noise_keeps_every_other_line():
 def test_importing_tensorflow_through_study_prints_no_cpp_lines():
     code = ("import study, sys, keras, tensorflow as tf\n"
             "print(float(tf.reduce_sum(tf.ones(3))))\n"
+            "ds = tf.data.Dataset.range(8).map(lambda i: i * 2, num_parallel_calls=2)   # NodeDef noise\n"
+            "assert sum(int(v) for v in ds) == 56\n"
             "print('after import', file=sys.stderr)\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
                        env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"})
@@ -41,3 +43,15 @@ def test_an_import_error_still_reaches_stderr(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
                        env={"PATH": "/usr/bin:/bin", "HOME": "/tmp", "PYTHONPATH": f"{REPO}:{tmp_path}"})
     assert r.stdout == "caught broken build\n" and "loading fake tf" in r.stderr
+
+
+def test_a_traceback_and_a_progress_line_still_reach_stderr_in_order():
+    code = ("import study, sys, tensorflow as tf\n"
+            "sys.stderr.write('progress 50%\\r'); sys.stderr.flush()\n"
+            "sys.stderr.write('progress 100%\\n')\n"
+            "raise RuntimeError('a real failure')\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, timeout=300,
+                       env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"})   # bytes: keep the \r
+    assert r.returncode == 1
+    assert r.stderr.startswith(b"progress 50%\rprogress 100%\nTraceback (most recent call last):")
+    assert r.stderr.endswith(b"RuntimeError: a real failure\n")           # drained at exit
