@@ -13,6 +13,12 @@ setup() {
     "$PYTHON" -m venv .venv
   fi
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+  if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+    # an NVIDIA GPU with a working driver: TensorFlow's CUDA libraries, at the pinned TensorFlow version
+    tf_pin=$(grep -E '^tensorflow==' requirements.txt)
+    echo "NVIDIA GPU found ($(nvidia-smi -L | head -n 1)); installing ${tf_pin/tensorflow/tensorflow[and-cuda]}"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check "${tf_pin/tensorflow/tensorflow[and-cuda]}"
+  fi
   if [ -f package-lock.json ]; then
     if command -v npm >/dev/null; then
       npm ci --silent --no-audit --no-fund

@@ -3,7 +3,9 @@
 Reads params.yaml (seed, data.url, data.md5, data.val_size, data.train_size, data.test_size,
 data.timeout, data.retries) and the archive at data.url (https/http URL: downloaded; file:// URL
 or plain path: copied), in both cases into data/.tmp-fetch_data-*/, where its md5 is computed
-over the very bytes that are then parsed.
+over the very bytes that are then parsed. A verified download is kept in Keras's datasets folder
+(~/.keras/datasets, study.download.kept_archive), so the next run on this machine (another seed,
+a queued experiment) copies it from there instead of downloading again.
 Writes data/train.npz, data/val.npz, data/test.npz (x uint8 (N, 32, 32, 3), y uint8 (N,)),
 data/classes.json (the 10 class names, index = label) and data/fetch.json (source url, md5,
 archive size, split sizes, per-class counts). The outputs appear together or not at all:
@@ -20,7 +22,7 @@ from pathlib import Path
 from study import paths
 from study.cifar import read_archive
 from study.data import SPLITS, fetch_info, split_indices
-from study.download import fetch_archive
+from study.download import fetch_archive_once
 from study.io import run_stage, write_json, write_npz
 from study.params import load
 
@@ -49,7 +51,7 @@ def main(params: dict) -> dict:
     for p in OUTPUTS.values():  # a failed fetch must not leave old data that looks current
         p.unlink(missing_ok=True)
     with work_dir() as tmp:
-        archive = fetch_archive(data["url"], data["md5"], tmp, data["timeout"], data["retries"])
+        archive = fetch_archive_once(data["url"], data["md5"], tmp, data["timeout"], data["retries"])
         size = archive.stat().st_size
         parsed = read_archive(archive)
         archive.unlink()

@@ -122,3 +122,40 @@ def fetch_archive(url: str, md5: str, tmpdir: Path, timeout: float, attempts: in
     if got.lower() != md5.lower():
         raise StageError(f"data.md5: archive at {url} has md5 {got}, expected {md5.lower()}")
     return dest
+
+
+def kept_archive(md5: str) -> Path:
+    """Where a downloaded archive is kept for the next run on this machine: Keras's datasets
+    folder ($KERAS_HOME/datasets, default ~/.keras/datasets, where keras.datasets keeps its own
+    CIFAR-10 copy), named by its md5."""
+    import os
+    home = Path(os.environ["KERAS_HOME"]) if os.environ.get("KERAS_HOME") else Path.home() / ".keras"
+    return home / "datasets" / f"cifar-10-python-{md5.lower()}.tar.gz"
+
+
+def fetch_archive_once(url: str, md5: str, tmpdir: Path, timeout: float, attempts: int) -> Path:
+    """fetch_archive, downloading an https/http archive once per machine: a verified download is
+    kept at kept_archive(md5), and later runs (other seeds, queued experiments in their own temp
+    workspaces) copy and verify that instead. A kept copy with another md5 is deleted and the
+    archive downloaded again; a home folder that cannot be written only means no copy is kept."""
+    import shutil
+
+    from study.io import atomic_path
+    if not is_remote(url):
+        return fetch_archive(url, md5, tmpdir, timeout, attempts)
+    kept = kept_archive(md5)
+    if kept.is_file():
+        try:
+            archive = fetch_archive(str(kept), md5, tmpdir, timeout, attempts)
+            print(f"data.url: using the copy downloaded before, {kept} (md5 verified)", flush=True)
+            return archive
+        except StageError:
+            kept.unlink(missing_ok=True)      # damaged or replaced: download again
+    archive = fetch_archive(url, md5, tmpdir, timeout, attempts)
+    try:
+        with atomic_path(kept) as tmp:
+            shutil.copyfile(archive, tmp)
+    except OSError as e:
+        print(f"warning: could not keep a copy of the archive at {kept} ({e.strerror or e}); "
+              f"the next run downloads it again", file=sys.stderr)
+    return archive

@@ -206,6 +206,18 @@ def _callbacks(params, live, elapsed_before: float = 0.0):
     return callbacks
 
 
+def device_line() -> str:
+    """What a training runs on, for its log and details.json: the GPUs TensorFlow sees, else the CPU."""
+    import os
+
+    import tensorflow as tf
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
+        return f"{len(gpus)} GPU{'s' if len(gpus) > 1 else ''}: {', '.join(names)}"
+    return f"CPU ({os.cpu_count()} cores; TensorFlow sees no GPU)"
+
+
 def keras_verbosity() -> int:
     """Keras fit's `verbose`: a live progress bar in a terminal, one line per epoch in a log file."""
     import sys
@@ -280,6 +292,8 @@ def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: li
     from study.model import summary_text
 
     summary = summary_text(model)  # before compile: no optimizer variables in the counts
+    device = device_line()
+    print(f"{name}: device {device}", flush=True)
     trainer = trainer or model
     (xtr, ytr), (xva, yva), (xte, yte) = splits["train"], splits["val"], splits["test"]
     seed, bs, epochs = params["seed"], params["batch_size"], params["epochs"]
@@ -313,7 +327,7 @@ def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: li
         write_npy(paths.centers_file(name), np.asarray(trainer.centers, np.float32))
     # DVCLive's summary (last epoch's values, time to accuracy, test) becomes details.json;
     # metrics.json keeps the headline `test` section only
-    write_metrics(live_dir, dict(live.summary), {"test": live.summary["test"]})
+    write_metrics(live_dir, dict(live.summary) | {"device": device}, {"test": live.summary["test"]})
     resume.discard(backup)
     print(f"{name}: test accuracy {test['accuracy']:.4f}, test loss {test['loss']:.4f}")
     return test

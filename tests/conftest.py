@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import copy
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,17 @@ import yaml
 from tests.synthetic import write_splits
 
 REPO = Path(__file__).resolve().parents[1]
+
+# fetch_data keeps each download in Keras's datasets folder (study.download.kept_archive): the
+# session gets its own KERAS_HOME, and each test a fresh one (own_keras_home), so no test sees
+# the user's copies or another test's
+os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="keras_home-")
+
+
+@pytest.fixture(autouse=True)
+def own_keras_home(tmp_path_factory, monkeypatch):
+    """An empty KERAS_HOME for each test (see above)."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path_factory.mktemp("keras_home")))
 
 
 def tiny_params() -> dict:

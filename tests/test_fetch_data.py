@@ -322,6 +322,7 @@ def test_stage_process_success_and_one_line_failure(tmp_path, cifar_server):
     ok = subprocess.run(cmd, cwd=tmp_path, env=_stage_env(), capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
     assert json.loads((tmp_path / paths.FETCH_INFO).read_text())["sizes"] == {"train": 200, "val": 50, "test": 100}
+    download.kept_archive(cifar_server.md5).unlink()   # else the kept copy serves this md5, url unused
     url = cifar_server.url_for("/status/404/proc")
     _write_params(tmp_path, url=url, md5=cifar_server.md5)
     bad = subprocess.run(cmd, cwd=tmp_path, env=_stage_env(), capture_output=True, text=True, timeout=120)
@@ -532,3 +533,41 @@ def test_an_output_folder_that_is_a_file_is_one_line(tmp_path, cifar_server):
     r = stage_process(tmp_path, "fetch_data")
     assert_one_line_error(r, r"error: data/train.npz: Not a directory")
     assert (tmp_path / "data").read_text() == "not a folder"
+
+
+# ---------------------------------------------------------------- one download per machine
+
+def test_a_download_is_kept_once_per_machine_and_reused(tmp_path, monkeypatch, cifar_server, capsys):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    url = cifar_server.publish("kept.tar.gz", cifar_server.archive_path.read_bytes())
+    first, second = tmp_path / "exp1", tmp_path / "exp2"           # two experiments' workspaces
+    for root in (first, second):
+        root.mkdir()
+        monkeypatch.chdir(root)
+        run_fetch(root, url=url, md5=cifar_server.md5)
+    assert cifar_server.hits("/files/kept.tar.gz") == 1            # downloaded once
+    assert "using the copy downloaded before" in capsys.readouterr().out
+    kept = download.kept_archive(cifar_server.md5)
+    assert kept.parent == Path(os.environ["KERAS_HOME"]) / "datasets"
+    assert kept.read_bytes() == cifar_server.archive_path.read_bytes()
+    for f in OUTPUT_FILES:
+        if f.name != "fetch.json":
+            assert (first / f).read_bytes() == (second / f).read_bytes()
+    assert json.loads((second / paths.FETCH_INFO).read_text())["url"] == url   # the study's source
+
+
+def test_a_damaged_kept_copy_is_downloaded_again(tmp_path, monkeypatch, cifar_server):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    url = cifar_server.publish("again.tar.gz", cifar_server.archive_path.read_bytes())
+    kept = download.kept_archive(cifar_server.md5)
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"truncated")
+    monkeypatch.chdir(tmp_path)
+    run_fetch(tmp_path, url=url, md5=cifar_server.md5)
+    assert cifar_server.hits("/files/again.tar.gz") == 1
+    assert kept.read_bytes() == cifar_server.archive_path.read_bytes()
+
+
+def test_a_local_archive_is_not_copied_to_the_machine_cache(fetchdir, cifar_server):
+    run_fetch(fetchdir, url=str(cifar_server.archive_path), md5=cifar_server.md5)
+    assert not download.kept_archive(cifar_server.md5).parent.exists()

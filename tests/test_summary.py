@@ -212,9 +212,10 @@ def _exp_metrics(repo):
 
 
 @pytest.mark.slow
-def test_summary_of_queued_seed_experiments(pipeline_repo, tmp_path):
+def test_summary_of_queued_seed_experiments(pipeline_repo, cifar_server, tmp_path):
     import shutil
 
+    from tests.cifar_archive import GOOD_NAME
     from tests.conftest import dvc, git
     repo = tmp_path / "repo"
     shutil.copytree(pipeline_repo, repo, ignore=shutil.ignore_patterns("tmp"), symlinks=True)
@@ -225,8 +226,12 @@ def test_summary_of_queued_seed_experiments(pipeline_repo, tmp_path):
     base = yaml.safe_load((repo / "params.yaml").read_text())
     p1, p2 = base["tsne"]["perplexity"], base["tsne"]["perplexity"] - 5
     # 3 seeds x 2 perplexities (DVC's sweep syntax), and one baseline-only experiment (seed 3)
+    downloads = cifar_server.hits(f"/{GOOD_NAME}")
     _queue_and_wait(repo, ["-S", "seed=range(0,3)", "-S", f"tsne.perplexity={p1},{p2}"],
                     ["train_baseline", "-S", "seed=3"])
+    # each queued experiment runs fetch_data in its own temp workspace: one download in all
+    # (this test's empty KERAS_HOME), the other six copy the kept archive
+    assert cifar_server.hits(f"/{GOOD_NAME}") - downloads == 1
     direct = _exp_metrics(repo)
     assert len(direct) == 7
     assert [p["seed"] for p, f in direct.values() if "plots/train_center_loss/metrics.json" not in f] == [3]

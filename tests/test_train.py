@@ -104,6 +104,7 @@ def test_baseline_stage_writes_model_metrics_curves_and_confusion(workdir):
                                                                         "loss": test["loss"]}}
     metrics = json.loads((live / "details.json").read_text())   # DVCLive's summary, time to accuracy
     assert metrics["test"] == {"accuracy": test["accuracy"], "loss": test["loss"]}
+    assert metrics["device"] == f"CPU ({os.cpu_count()} cores; TensorFlow sees no GPU)"   # this machine
     val_acc = _read_tsv_column(live / "plots/metrics/val/accuracy.tsv", "accuracy")
     assert metrics["time_to_val_accuracy"] == {
         k: ({"epoch": 1, "seconds": _read_tsv_column(live / "plots/metrics/elapsed_s.tsv", "elapsed_s")[0]}
