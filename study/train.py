@@ -152,9 +152,10 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool
     return ds.map(load, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
 
-def _callbacks(params, live, elapsed_before: float = 0.0):
-    """Callbacks of a fit: the per-epoch schedule, NaN stop and DVCLive logging. `elapsed_before`:
-    the training seconds of the epochs a resumed run does not repeat."""
+def _callbacks(params, live, elapsed_before: float = 0.0, best_before: float = 0.0):
+    """Callbacks of a fit: the per-epoch schedule, NaN stop and DVCLive logging. A resumed run
+    passes the training seconds (`elapsed_before`) and best val accuracy (`best_before`) of the
+    epochs it does not repeat."""
     import time
 
     import keras
@@ -166,6 +167,7 @@ def _callbacks(params, live, elapsed_before: float = 0.0):
 
         def on_train_begin(self, logs=None):
             self.start = time.perf_counter() - elapsed_before
+            self.best = best_before
 
         def on_epoch_begin(self, epoch, logs=None):
             self.lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
@@ -184,8 +186,6 @@ def _callbacks(params, live, elapsed_before: float = 0.0):
                     print(f"val accuracy {val_acc:.4f} >= {t} at epoch {epoch + 1}, {elapsed / 60:.1f} min")
             self.best = max(self.best, val_acc or 0.0)
             live.next_step()
-
-        best = 0.0
 
     class StopOnNaN(keras.callbacks.Callback):
         """A NaN or infinite loss stops training with a message saying what to change."""
@@ -306,9 +306,11 @@ def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: li
     if start:
         trim_curves(live_dir, start)
     elapsed_before = read_curve(live_dir, "elapsed_s").get(start - 1, 0.0) if start else 0.0
+    best_before = max(read_curve(live_dir, "val/accuracy").values(), default=0.0) if start else 0.0
     with Live(str(live_dir), resume=bool(start), dvcyaml=None, save_dvc_exp=False, report=None) as live:
         live.step = start
-        callbacks = [*_callbacks(params, live, elapsed_before), resume.backup_callback(backup, epochs, print_)]
+        callbacks = [*_callbacks(params, live, elapsed_before, best_before),
+                     resume.backup_callback(backup, epochs, print_)]
         trainer.fit(make_dataset(xtr, ytr, bs, shuffle=True, augment=params["augment"], seed=seed,
                                  epochs=epochs, start_epoch=start),
                     validation_data=make_dataset(xva, yva, bs), epochs=epochs, initial_epoch=start,

@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -296,6 +297,10 @@ def test_killed_training_resumes_from_its_last_epoch_to_the_same_weights(tmp_pat
     assert r.returncode == 0, r.stderr
     assert f"checkpoints/train_baseline: resuming after epoch {done} of 3" in r.stdout
     assert f"Epoch {done + 1}/3" in r.stdout and "Epoch 1/3" not in r.stdout
+    # a val-accuracy threshold reached before the kill is not announced again after it
+    acc = _read_tsv_column(runs["uninterrupted"] / "plots/train_baseline/plots/metrics/val/accuracy.tsv", "accuracy")
+    reached = {t for t in ("0.8", "0.85", "0.864") if any(a >= float(t) for a in acc[:done])}
+    assert not reached & set(re.findall(r"val accuracy [0-9.]+ >= ([0-9.]+) at epoch", r.stdout))
     assert not (root / "checkpoints" / "train_baseline").exists()          # deleted once finished
     a, b = (keras.saving.load_model(runs[k] / "models/baseline.keras") for k in ("uninterrupted", "killed"))
     for wa, wb in zip(a.weights, b.weights, strict=True):
