@@ -14,14 +14,17 @@ NAME = "baseline"
 
 def main(params: dict) -> dict:
     """Train the baseline and return its test metrics."""
+    from study.devices import strategy
     from study.model import build_model
     from study.train import set_seed, train_and_evaluate
 
+    devices = strategy(params["devices"])  # before TensorFlow creates its devices
     splits = {s: load_split(s) for s in ("train", "val", "test")}
     classes = class_names()
     set_seed(params["seed"])
-    model = build_model(params["batch_norm"])
-    return train_and_evaluate(NAME, model, params, splits, classes)
+    with devices.scope():  # the model's variables live on (are mirrored over) the chosen devices
+        model = build_model(params["batch_norm"])
+        return train_and_evaluate(NAME, model, params, splits, classes)
 
 
 if __name__ == "__main__":

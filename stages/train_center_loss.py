@@ -50,19 +50,22 @@ def init_weights(model, init: str) -> None:
 def main(params: dict) -> dict:
     """Train the center-loss model, save it (plain CNN) and its centres; return test metrics."""
     from study.center_loss import CenterLossTrainer
+    from study.devices import strategy
     from study.model import FEATURE_DIM, build_model
     from study.train import set_seed, train_and_evaluate
 
     cl = params["center_loss"]
+    devices = strategy(params["devices"])  # before TensorFlow creates its devices
     splits = {s: load_split(s) for s in ("train", "val", "test")}
     classes = class_names()
     centroids = load_centroids(len(classes), FEATURE_DIM)
     set_seed(params["seed"])  # same seed, same builder: scratch starts from the baseline's init
-    model = build_model(params["batch_norm"])
-    init_weights(model, cl["init"])
-    trainer = CenterLossTrainer(model, centroids, cl["variant"], cl["lambda"], cl["mu"], cl["alpha"],
-                                params["label_smoothing"])
-    return train_and_evaluate(NAME, model, params, splits, classes, trainer=trainer)
+    with devices.scope():  # the models' variables live on (are mirrored over) the chosen devices
+        model = build_model(params["batch_norm"])
+        init_weights(model, cl["init"])
+        trainer = CenterLossTrainer(model, centroids, cl["variant"], cl["lambda"], cl["mu"], cl["alpha"],
+                                    params["label_smoothing"])
+        return train_and_evaluate(NAME, model, params, splits, classes, trainer=trainer)
 
 
 if __name__ == "__main__":

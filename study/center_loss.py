@@ -21,7 +21,9 @@ of Wen et al. 2016, plus (Cai et al. 2018; Qi & Su 2017) the gradient of the
 weighted inter term with respect to the centres:
     delta_j = sum_{i: y_i = j} (c_j - f_i) / (1 + n_j)
     c      <- c - alpha * (delta + mu * d inter / d c)
-alpha = 0 keeps the centres (the k-means centroids) fixed.
+alpha = 0 keeps the centres (the k-means centroids) fixed. The sums run over the global batch
+(`batch_size` images): under a distribution strategy every replica gathers all replicas'
+features and labels (study.devices), so the centres move once per step, as on one device.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from study.devices import gather, replica_share
 from study.model import FEATURE_LAYER, OUTPUT_LAYER, layer_outputs
 from study.train import cross_entropy
 
@@ -122,8 +125,9 @@ class CenterLossTrainer(keras.Model):
         if variant not in VARIANTS:
             raise ValueError(f"variant {variant!r}; allowed: " + ", ".join(VARIANTS))
         self.net = layer_outputs(base, [FEATURE_LAYER, OUTPUT_LAYER])  # x -> (B, 512), (B, 10)
-        self.centers = keras.Variable(ops.convert_to_tensor(centers, "float32"),
-                                      trainable=False, name="centers")  # (K, 512)
+        self.centers = keras.Variable(ops.convert_to_tensor(centers, "float32"), trainable=False,
+                                      name="centers", aggregation="only_first_replica")  # (K, 512)
+        # every replica computes the same new centres (from the gathered global batch): one is kept
         self.variant, self.lam, self.mu, self.alpha = variant, float(lam), float(mu), float(alpha)
         self.cross_entropy = cross_entropy(label_smoothing)
         self.trackers = {k: keras.metrics.Mean(name=k) for k in LOG_NAMES}
@@ -139,11 +143,13 @@ class CenterLossTrainer(keras.Model):
         return self.net(x, training=training)[1]
 
     def _terms(self, f, probs, y, c):
-        """All loss terms and logged quantities of one batch, as scalars."""
+        """All loss terms and logged quantities of one batch, as scalars; 0 for an empty batch (a
+        replica's share of a last batch smaller than the replicas), whose means would be NaN."""
         ce = ops.mean(self.cross_entropy(y, probs))
         intra, inter = intra_term(f, y, c), inter_term(self.variant, f, y, c)
-        return {"loss": ce + self.lam * intra + self.mu * inter, "ce": ce, "intra": intra,
-                "inter": inter, "intra_dist": intra_distance(f, y, c), "inter_dist": inter_distance(c)}
+        terms = {"loss": ce + self.lam * intra + self.mu * inter, "ce": ce, "intra": intra,
+                 "inter": inter, "intra_dist": intra_distance(f, y, c), "inter_dist": inter_distance(c)}
+        return {k: ops.where(ops.shape(y)[0] > 0, v, 0.0) for k, v in terms.items()}
 
     def _log(self, terms, y, probs):
         n = ops.cast(ops.shape(y)[0], "float32")  # weight by batch size, as Keras's own loss tracker
@@ -153,21 +159,29 @@ class CenterLossTrainer(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
     def train_step(self, data):
-        """One optimizer step on CE + lambda*intra + mu*inter, then one centre update."""
+        """One optimizer step on CE + lambda*intra + mu*inter, then one centre update from the
+        whole global batch (under a distribution strategy: every replica's features)."""
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         y = ops.cast(y, "int32")
-        with tf.GradientTape(persistent=True) as tape:
-            c = tf.identity(self.centers.value)  # a tensor snapshot (K, D) the tape can watch
-            tape.watch(c)  # centres are not trainable; watched only for d inter / d c
+        c = tf.identity(self.centers.value)  # (K, D): the centres this step's loss and update use
+        with tf.GradientTape() as tape:
             f, probs = self.net(x, training=True)
             terms = self._terms(f, probs, y, c)
+            scaled = terms["loss"] * replica_share(ops.shape(y)[0])  # the replicas' gradients are summed
         variables = self.trainable_variables
-        grads = tape.gradient(terms["loss"], variables)
-        inter_grad = None if self.variant == "center" else self.mu * tape.gradient(terms["inter"], c)
-        del tape
-        self.optimizer.apply_gradients(zip(grads, variables))
-        self.centers.assign(center_update(c, ops.stop_gradient(f), y, self.alpha, inter_grad))
+        self.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
+        self.centers.assign(self._moved_centres(c, gather(ops.stop_gradient(f)), gather(y)))
         return self._log(terms, y, probs)
+
+    def _moved_centres(self, c, f, y):
+        """The centres after one update from a global batch of features f (B, D) and labels y (B,)."""
+        inter_grad = None
+        if self.variant != "center":  # d inter / d c: centres are not trainable, so a tape of their own
+            with tf.GradientTape() as tape:
+                tape.watch(c)
+                inter = inter_term(self.variant, f, y, c)
+            inter_grad = self.mu * tape.gradient(inter, c)
+        return center_update(c, f, y, self.alpha, inter_grad)
 
     def test_step(self, data):
         """The same terms on a validation batch, no updates."""

@@ -68,6 +68,12 @@ def _bool(v):
 
 
 AUGMENTS = ("none", "rotate_flip", "crop_flip")
+MAX_DEVICES = 64
+
+
+def _devices(v):
+    if v not in ("auto", "cpu") and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_DEVICES):
+        return f"auto, cpu or a number of devices in [1, {MAX_DEVICES}]"
 
 
 def _augment(v):
@@ -105,6 +111,7 @@ SCHEMA = {
     "batch_norm": _bool,
     "augment": _augment,
     "tta": _choice("none", "flip"),
+    "devices": _devices,
     "data.url": _url,
     "data.md5": _md5,
     "data.val_size": _int(10, 49_000),

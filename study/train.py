@@ -207,15 +207,21 @@ def _callbacks(params, live, elapsed_before: float = 0.0, best_before: float = 0
 
 
 def device_line() -> str:
-    """What a training runs on, for its log and details.json: the GPUs TensorFlow sees, else the CPU."""
+    """What a training runs on, for its log and details.json: the GPUs TensorFlow uses, else the
+    CPU, and the replicas of the distribution strategy in scope (params' `devices`)."""
     import os
 
     import tensorflow as tf
-    gpus = tf.config.list_physical_devices("GPU")
+    from study.devices import describe
+    gpus = tf.config.get_visible_devices("GPU")
     if gpus:
         names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
-        return f"{len(gpus)} GPU{'s' if len(gpus) > 1 else ''}: {', '.join(names)}"
-    return f"CPU ({os.cpu_count()} cores; TensorFlow sees no GPU)"
+        line = f"{len(gpus)} GPU{'s' if len(gpus) > 1 else ''}: {', '.join(names)}"
+    else:
+        seen = "GPUs hidden (devices: cpu)" if tf.config.list_physical_devices("GPU") else "TensorFlow sees no GPU"
+        line = f"CPU ({os.cpu_count()} cores; {seen})"
+    replicas = describe(tf.distribute.get_strategy())
+    return f"{line}; {replicas}" if replicas else line
 
 
 def keras_verbosity() -> int:
@@ -289,9 +295,12 @@ def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: li
     import keras
     from dvclive import Live
     from study import resume
+    from study.devices import check_batch_size, share_global_batch
     from study.model import summary_text
 
+    check_batch_size(params["batch_size"])
     summary = summary_text(model)  # before compile: no optimizer variables in the counts
+    single_device = share_global_batch(model)  # several replicas: batch norm, dropout over the global batch
     device = device_line()
     print(f"{name}: device {device}", flush=True)
     trainer = trainer or model
@@ -316,6 +325,7 @@ def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: li
                     validation_data=make_dataset(xva, yva, bs), epochs=epochs, initial_epoch=start,
                     steps_per_epoch=steps, callbacks=callbacks, verbose=keras_verbosity(),
                     shuffle=False)  # the dataset orders itself, per epoch (epoch_orders)
+        single_device()  # the model to test and save is the plain one-device Keras model
         test = evaluate_test(model, xte, yte, bs, params["tta"])
         live.summary["test"] = {"accuracy": test["accuracy"], "loss": test["loss"]}
         live.summary["time_to_val_accuracy"] = time_to_val_accuracy(live_dir)
