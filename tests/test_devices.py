@@ -115,10 +115,46 @@ def test_a_batch_size_the_replicas_cannot_share_equally_fails_before_training(wo
 
 
 def test_more_gpus_than_visible_is_one_clear_error(monkeypatch):
-    import tensorflow as tf
-    visible = tf.config.list_physical_devices
-    gpus = [tf.config.PhysicalDevice(f"/physical_device:GPU:{i}", "GPU") for i in range(2)]
-    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: gpus if kind == "GPU" else visible(kind))
+    fake = FakeGPUs(monkeypatch, 2)
     with pytest.raises(DevicesError, match=re.escape("params.yaml: devices = 3 is not allowed here; allowed: auto, "
                                                      "cpu or a number in [1, 2] (TensorFlow sees 2 GPUs)")):
         strategy(3)
+    assert fake.visible == fake.gpus and fake.mirrored is None     # nothing changed
+
+
+class FakeGPUs:
+    """tf.config and MirroredStrategy as a machine with `n` GPUs shows them to study.devices."""
+
+    def __init__(self, monkeypatch, n: int):
+        import tensorflow as tf
+        self.gpus = [tf.config.PhysicalDevice(f"/physical_device:GPU:{i}", "GPU") for i in range(n)]
+        self.visible, self.mirrored = list(self.gpus), None
+        physical, logical = tf.config.list_physical_devices, tf.config.list_logical_devices
+        monkeypatch.setattr(tf.config, "list_physical_devices",
+                            lambda kind=None: self.gpus if kind == "GPU" else physical(kind))
+        monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: [
+            tf.config.LogicalDevice(f"/device:GPU:{i}", "GPU") for i in range(len(self.visible))]
+            if kind == "GPU" else logical(kind))
+        monkeypatch.setattr(tf.config, "set_visible_devices", self.set_visible)
+        monkeypatch.setattr(tf.distribute, "MirroredStrategy", self.mirror)
+
+    def set_visible(self, devices, kind):
+        assert kind == "GPU"
+        self.visible = list(devices)
+
+    def mirror(self, devices):
+        self.mirrored = devices
+        return "mirrored"
+
+
+@pytest.mark.parametrize("devices,visible,mirrored", [
+    ("auto", 2, ["/device:GPU:0", "/device:GPU:1"]),
+    ("cpu", 0, None),
+    (1, 1, None),
+    (2, 2, ["/device:GPU:0", "/device:GPU:1"]),
+])
+def test_devices_on_a_machine_with_two_gpus(monkeypatch, devices, visible, mirrored):
+    fake = FakeGPUs(monkeypatch, 2)
+    s = strategy(devices)
+    assert fake.visible == fake.gpus[:visible] and fake.mirrored == mirrored
+    assert (s == "mirrored") == (mirrored is not None)
