@@ -192,6 +192,10 @@ def validate(params: dict) -> dict:
     if params["lr_schedule"] == "onecycle" and params["lr_warmup_epochs"] >= params["epochs"]:
         raise ParamsError(f"{PARAMS_FILE}: lr_warmup_epochs = {params['lr_warmup_epochs']} is not allowed; "
                           f"allowed: < epochs ({params['epochs']}) with lr_schedule onecycle")
+    n, bs = params["devices"], params["batch_size"]
+    if not isinstance(n, str) and bs % n:  # n replicas (GPUs, or logical CPU devices); auto is checked when training
+        raise ParamsError(f"{PARAMS_FILE}: batch_size = {bs} is not allowed with devices = {n}; allowed: a multiple "
+                          f"of {n} (each device takes an equal share of every batch)")
     if isinstance(params["augment"], bool):
         params["augment"] = AUGMENTS[1] if params["augment"] else AUGMENTS[0]
     d = params["data"]

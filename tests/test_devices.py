@@ -12,13 +12,13 @@ import keras
 import pytest
 import yaml
 
-from study.devices import DevicesError, describe, strategy
+from study.devices import DevicesError, check_batch_size, describe, strategy
 from study.params import validate
 from tests.conftest import REPO, assert_one_line_error, tiny_params
 from tests.synthetic import write_splits
 
 
-@pytest.mark.parametrize("devices", ["auto", "cpu", 1, 3])
+@pytest.mark.parametrize("devices", ["auto", "cpu", 1, 4])
 def test_devices_values_are_valid_params(devices):
     assert validate(dict(tiny_params(), devices=devices))["devices"] == devices
 
@@ -109,8 +109,8 @@ def test_a_batch_size_the_replicas_cannot_share_equally_fails_before_training(wo
     Path("params.yaml").write_text(yaml.safe_dump(dict(workdir, devices=2, batch_size=33)))
     r = subprocess.run([sys.executable, "-m", "stages.train_baseline"], env=_env(), capture_output=True,
                        text=True, timeout=300)
-    assert_one_line_error(r, r"error: params\.yaml: batch_size = 33 is not allowed with 2 replicas; allowed: a "
-                             r"multiple of 2 \(each replica takes an equal share of every batch\)")
+    assert_one_line_error(r, r"error: params\.yaml: batch_size = 33 is not allowed with devices = 2; allowed: a "
+                             r"multiple of 2 \(each device takes an equal share of every batch\)")
     assert not Path("models").exists() and not Path("plots").exists()   # nothing written
 
 
@@ -158,3 +158,16 @@ def test_devices_on_a_machine_with_two_gpus(monkeypatch, devices, visible, mirro
     s = strategy(devices)
     assert fake.visible == fake.gpus[:visible] and fake.mirrored == mirrored
     assert (s == "mirrored") == (mirrored is not None)
+
+
+def test_devices_auto_on_three_gpus_needs_a_batch_size_they_share_equally(monkeypatch):
+    # with `auto` the replicas are known only when training starts: train_and_evaluate checks there
+    import types as pytypes
+
+    import tensorflow as tf
+    monkeypatch.setattr(tf.distribute, "get_strategy", lambda: pytypes.SimpleNamespace(num_replicas_in_sync=3))
+    check_batch_size(63)
+    with pytest.raises(DevicesError, match=re.escape("params.yaml: batch_size = 64 is not allowed with 3 replicas; "
+                                                     "allowed: a multiple of 3 (each replica takes an equal share "
+                                                     "of every batch)")):
+        check_batch_size(64)

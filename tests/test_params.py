@@ -66,6 +66,13 @@ def test_invalid_value_names_key_value_and_allowed(key, value, allowed):
     assert f"{key} = {value!r}" in msg and allowed in msg
 
 
+def test_batch_size_must_split_evenly_over_the_devices_asked_for():
+    assert validate(dict(tiny_params(), devices=4, batch_size=64))["devices"] == 4
+    with pytest.raises(ParamsError, match=r"^params\.yaml: batch_size = 33 is not allowed with devices = 2; "
+                                          r"allowed: a multiple of 2 \(each device takes an equal share of every batch\)$"):
+        validate(dict(tiny_params(), devices=2, batch_size=33))
+
+
 def test_unknown_and_missing_keys():
     p = tiny_params()
     p["optimiser"] = "adam"
