@@ -27,8 +27,8 @@ from study.io import StageError
 
 
 class DevicesError(StageError):
-    """`devices` asks for more GPUs than TensorFlow sees, comes after TensorFlow started, or is more
-    replicas than batch_size has images: a one-line stage error."""
+    """`devices` asks for more GPUs than TensorFlow sees or comes after TensorFlow started, or
+    batch_size does not split evenly over the replicas: a one-line stage error."""
 
 
 def strategy(devices):
