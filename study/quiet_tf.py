@@ -33,6 +33,7 @@ NOISE = re.compile("|".join([
     r"^To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags\.$",
     r"TF-TRT Warning: Could not find TensorRT",
     r"NodeDef mentions attribute use_unbounded_threadpool which is not in the op definition",
+    r"port\.cc.*oneDNN custom operations are on",  # TF_ENABLE_ONEDNN_OPTS=1 on a CPU without AVX-512
 ]))
 
 

@@ -15,6 +15,9 @@ def test_drop_noise_keeps_every_other_line():
             "E0000 00:00:1796.9 2098 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: (303)\n"
             "I0000 00:00:1796.3 2098 cpu_feature_guard.cc:227] This TensorFlow binary is optimized to use available CPU\n"
             "To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow with the appropriate compiler flags.\n"
+            "I0000 00:00:1796.1 2098 port.cc:153] oneDNN custom operations are on. You may see slightly different "
+            "numerical results due to floating-point round-off errors from different computation orders. To turn "
+            "them off, set the environment variable `TF_ENABLE_ONEDNN_OPTS=0`.\n"
             "E0000 00:00:1797.0 2098 some_kernel.cc:10] a real error\n"
             "UserWarning: something the user should see\n")
     assert drop_noise(text) == ("E0000 00:00:1797.0 2098 some_kernel.cc:10] a real error\n"
