@@ -5,8 +5,9 @@ rounds alternate on, off, on, ... so both see the same machine load. A round tra
 CNN the way train_baseline does (study.train.compile_model and make_dataset with params.yaml's
 optimizer, schedule, batch_size and augment) on the same images for --seconds after a warm-up
 epoch, and reports the medians of its epochs' images/s and CPU time per image (both cores'
-CPU seconds: what the kernels cost, whatever the wall clock). This machine's speed swings by 1.5x from
-minute to minute, so only the last line, `ratio <on/off>` (medians over rounds), is meaningful.
+CPU seconds: what the kernels cost, whatever the wall clock). This machine's speed swings by
+1.5x from minute to minute, so only the medians over rounds and the last line,
+`ratio <on/off>` of images/s, are meaningful.
 
 Uses data/train.npz when present (else, or with --synthetic, random images). From the repo root:
     .venv/bin/python -m benchmarks.bench_onednn [--images 1024] [--seconds 60] [--rounds 3] [--synthetic]
@@ -24,7 +25,8 @@ SIDES = {"on": "1", "off": "0"}
 
 
 def child(n_images: int, seconds: float, synthetic: bool) -> None:
-    """One side: print the median images/s of one-epoch fits over n_images during `seconds`."""
+    """One side: print the medians of images/s and CPU ms/image of one-epoch fits over n_images
+    during `seconds`, then how many epochs ran."""
     import math
 
     from benchmarks.bench_train import images
