@@ -133,6 +133,8 @@ SCHEMA = {
     "tsne.perplexity": _float(1, 500),
     "tsne.early_exaggeration_iter": _int(0, 10_000),
     "tsne.n_iter": _int(50, 10_000),
+    "tsne.early_exaggeration_iter_3d": _int(0, 10_000),
+    "tsne.n_iter_3d": _int(50, 10_000),
     "tsne.knn_k": _int(1, 100),
     "tsne.trust_samples": _int(20, 10_000),
     "gradcam.images_per_class": _int(1, 20),

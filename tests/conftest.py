@@ -33,7 +33,8 @@ def tiny_params() -> dict:
     p["data"].update(val_size=50, train_size=200, test_size=100)
     p["kmeans"].update(n_init=2)
     p["activations"].update(n_samples=60, pca_dims=8, batch_size=32, surface_images=2)
-    p["tsne"].update(perplexity=10, early_exaggeration_iter=50, n_iter=100, knn_k=5, trust_samples=50)
+    p["tsne"].update(perplexity=10, early_exaggeration_iter=50, n_iter=100, early_exaggeration_iter_3d=25,
+                     n_iter_3d=50, knn_k=5, trust_samples=50)
     p["gradcam"].update(images_per_class=1, auc_steps=8)
     return p
 

@@ -44,6 +44,8 @@ def test_repository_params_are_valid():
     ("epochs", 5000, "in [1, 1000]"),
     ("kmeans.max_iter", 300_000, "in [1, 10000]"),
     ("tsne.n_iter", 50_000, "in [50, 10000]"),
+    ("tsne.n_iter_3d", 10, "in [50, 10000]"),
+    ("tsne.early_exaggeration_iter_3d", -1, "in [0, 10000]"),
     ("epochs", 2.5, "an integer"),
     ("batch_size", -4, "in [1, 50000]"),
     ("batch_norm", "yes", "true or false"),
