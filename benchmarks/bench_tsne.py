@@ -44,8 +44,8 @@ def run_side(side: str, x, y, t: dict, seed: int, before_n_iter: int) -> dict:
     """One side on one layer: seconds (embedding + metrics) and the layer's metrics."""
     t0 = time.perf_counter()
     embs = separate_fits(x, t, seed, before_n_iter) if side == "before" else embed(
-        x, t["perplexity"], t["n_iter"], seed, t["early_exaggeration_iter"], t["n_iter_3d"],
-        t["early_exaggeration_iter_3d"])[0]
+        x, t["perplexity"], t["n_iter"], seed, t["early_exaggeration_iter"],
+        early_exaggeration_iter_3d=t["early_exaggeration_iter_3d"], n_iter_3d=t["n_iter_3d"])[0]
     metrics = layer_metrics(x, embs[2], embs[3], y, t["knn_k"], t["trust_samples"], seed)
     spread = embs[3].std(axis=0)  # a flat 3D layout (one axis much narrower) is a poor 3D picture
     return {"seconds": round(time.perf_counter() - t0, 1), **{k: round(v, 4) for k, v in metrics.items()},

@@ -49,7 +49,7 @@ def embed_layer(name: str, layer: str, feats, y, classes, t: dict, seed: int) ->
     from study.tsne_plots import scatter_3d
 
     embs, seconds = embed(feats, t["perplexity"], t["n_iter"], seed, t["early_exaggeration_iter"],
-                          t["n_iter_3d"], t["early_exaggeration_iter_3d"])
+                          early_exaggeration_iter_3d=t["early_exaggeration_iter_3d"], n_iter_3d=t["n_iter_3d"])
     emb2, emb3 = embs[2], embs[3]
     t0 = time.perf_counter()
     write_text(paths.tsne_points(name, layer), points_tsv(emb2, y, classes))

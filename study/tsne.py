@@ -26,9 +26,8 @@ from study.data import stratified_subset
 N_FOLDS = 5
 
 
-def embed(features: np.ndarray, perplexity: float, n_iter: int, seed: int, early_exaggeration_iter: int = 250,
-          n_iter_3d: int = 200, early_exaggeration_iter_3d: int = 100
-          ) -> tuple[dict[int, np.ndarray], dict[str, float]]:
+def embed(features: np.ndarray, perplexity: float, n_iter: int, seed: int, early_exaggeration_iter: int = 250, *,
+          early_exaggeration_iter_3d: int = 100, n_iter_3d: int = 200) -> tuple[dict[int, np.ndarray], dict[str, float]]:
     """2D and 3D openTSNE embeddings of features (n, d) that share their work.
 
     One affinity object (one kNN graph and perplexity calibration: the MultiscaleMixture that

@@ -7,6 +7,7 @@ from study.tsne import embed, knn_accuracy, layer_metrics, silhouette, trustwort
 
 N_ITER, EE_ITER, PERPLEXITY = 100, 50, 15
 N_ITER_3D, EE_ITER_3D = 60, 20   # the 3D embedding's own, shorter schedule
+SCHEDULE_3D = {"early_exaggeration_iter_3d": EE_ITER_3D, "n_iter_3d": N_ITER_3D}
 
 
 @pytest.fixture(scope="module")
@@ -20,12 +21,12 @@ def blobs():
 def embeddings(blobs):
     """{(n_components, seed): embedding} of the blobs."""
     x, _ = blobs
-    return {(d, s): emb for s in (0, 1) for d, emb in embed(x, PERPLEXITY, N_ITER, s, EE_ITER, N_ITER_3D, EE_ITER_3D)[0].items()}
+    return {(d, s): emb for s in (0, 1) for d, emb in embed(x, PERPLEXITY, N_ITER, s, EE_ITER, **SCHEDULE_3D)[0].items()}
 
 
 def test_embeddings_have_shape_are_finite_and_seeded(blobs, embeddings):
     x, _ = blobs
-    again, seconds = embed(x, PERPLEXITY, N_ITER, 0, EE_ITER, N_ITER_3D, EE_ITER_3D)
+    again, seconds = embed(x, PERPLEXITY, N_ITER, 0, EE_ITER, **SCHEDULE_3D)
     assert set(seconds) == {"affinities", "2d", "3d"} and all(v >= 0 for v in seconds.values())
     for d in (2, 3):
         e0 = embeddings[(d, 0)]
@@ -41,7 +42,7 @@ def test_2d_and_3d_share_one_affinity_and_one_pca(blobs, monkeypatch):
         real = getattr(module, name)
         monkeypatch.setattr(module, name, lambda *a, _real=real, _name=name, **kw: calls.append(
             (_name, kw.get("n_components"))) or _real(*a, **kw))
-    embs, _ = embed(blobs[0], PERPLEXITY, N_ITER, 0, EE_ITER, N_ITER_3D, EE_ITER_3D)
+    embs, _ = embed(blobs[0], PERPLEXITY, N_ITER, 0, EE_ITER, **SCHEDULE_3D)
     assert calls == [("MultiscaleMixture", None), ("pca", 3)]                 # once each, for both embeddings
     assert embs[2].shape == (200, 2) and embs[3].shape == (200, 3)
 
@@ -55,7 +56,7 @@ def test_2d_and_3d_run_their_own_schedules_from_the_pca_start(blobs, monkeypatch
         runs.append((self.n_components, self.early_exaggeration_iter, self.n_iter, initialization.std(axis=0)))
         return real_fit(self, *a, initialization=initialization, **kw)
     monkeypatch.setattr(tsne.TSNE, "fit", fit)
-    embed(blobs[0], PERPLEXITY, N_ITER, 0, EE_ITER, N_ITER_3D, EE_ITER_3D)
+    embed(blobs[0], PERPLEXITY, N_ITER, 0, EE_ITER, **SCHEDULE_3D)
     assert [r[:3] for r in runs] == [(2, EE_ITER, N_ITER), (3, EE_ITER_3D, N_ITER_3D)]
     start2, start3 = runs[0][3], runs[1][3]
     assert np.allclose(start3[:2], start2) and 0 < start3[2] <= start3[0]   # the same PCA, one more component
