@@ -31,7 +31,7 @@ setup() {
 
 case "${1:-study}" in
   setup) setup ;;
-  study) setup; .venv/bin/dvc repro ;;
+  study) setup; PATH="$PWD/.venv/bin:$PATH" dvc repro ;;  # dvc.yaml's stages call `python`: the venv's
   test)  shift; setup; .venv/bin/python -m pytest "$@" ;;
   *) echo "error: unknown command '$1'; allowed: study (default), test, setup" >&2; exit 2 ;;
 esac
