@@ -27,7 +27,7 @@ from study import paths
 from study.data import stratified_subset
 from study.model import ANALYSED_LAYERS
 from study.params import load
-from study.tsne import embed, layer_metrics
+from study.tsne import embed_with_params, layer_metrics
 
 
 def separate_fits(x: np.ndarray, t: dict, seed: int, n_iter: int) -> dict[int, np.ndarray]:
@@ -43,9 +43,7 @@ def separate_fits(x: np.ndarray, t: dict, seed: int, n_iter: int) -> dict[int, n
 def run_side(side: str, x, y, t: dict, seed: int, before_n_iter: int) -> dict:
     """One side on one layer: seconds (embedding + metrics) and the layer's metrics."""
     t0 = time.perf_counter()
-    embs = separate_fits(x, t, seed, before_n_iter) if side == "before" else embed(
-        x, t["perplexity"], t["n_iter"], seed, t["early_exaggeration_iter"],
-        early_exaggeration_iter_3d=t["early_exaggeration_iter_3d"], n_iter_3d=t["n_iter_3d"])[0]
+    embs = separate_fits(x, t, seed, before_n_iter) if side == "before" else embed_with_params(x, t, seed)[0]
     metrics = layer_metrics(x, embs[2], embs[3], y, t["knn_k"], t["trust_samples"], seed)
     spread = embs[3].std(axis=0)  # a flat 3D layout (one axis much narrower) is a poor 3D picture
     return {"seconds": round(time.perf_counter() - t0, 1), **{k: round(v, 4) for k, v in metrics.items()},

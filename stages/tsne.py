@@ -45,11 +45,10 @@ def embed_layer(name: str, layer: str, feats, y, classes, t: dict, seed: int) ->
     """Embed one layer in 2D and 3D, write its tsv and images, return its metrics; log its timings."""
     import time
 
-    from study.tsne import embed, layer_metrics
+    from study.tsne import embed_with_params, layer_metrics
     from study.tsne_plots import scatter_3d
 
-    embs, seconds = embed(feats, t["perplexity"], t["n_iter"], seed, t["early_exaggeration_iter"],
-                          early_exaggeration_iter_3d=t["early_exaggeration_iter_3d"], n_iter_3d=t["n_iter_3d"])
+    embs, seconds = embed_with_params(feats, t, seed)
     emb2, emb3 = embs[2], embs[3]
     t0 = time.perf_counter()
     write_text(paths.tsne_points(name, layer), points_tsv(emb2, y, classes))

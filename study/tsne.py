@@ -61,6 +61,12 @@ def embed(features: np.ndarray, perplexity: float, n_iter: int, seed: int, early
     return embs, seconds
 
 
+def embed_with_params(features: np.ndarray, t: dict, seed: int) -> tuple[dict[int, np.ndarray], dict[str, float]]:
+    """embed() at the schedules of params.yaml's `tsne` section `t` (one place maps its keys)."""
+    return embed(features, t["perplexity"], t["n_iter"], seed, t["early_exaggeration_iter"],
+                 early_exaggeration_iter_3d=t["early_exaggeration_iter_3d"], n_iter_3d=t["n_iter_3d"])
+
+
 @contextlib.contextmanager
 def _quiet_opentsne():
     """openTSNE's warnings off (they would print as stray stderr lines) for the block."""

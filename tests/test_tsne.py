@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import make_blobs
 
-from study.tsne import embed, knn_accuracy, layer_metrics, silhouette, trustworthiness
+from study.tsne import embed, embed_with_params, knn_accuracy, layer_metrics, silhouette, trustworthiness
 
 N_ITER, EE_ITER, PERPLEXITY = 100, 50, 15
 N_ITER_3D, EE_ITER_3D = 60, 20   # the 3D embedding's own, shorter schedule
@@ -60,6 +60,15 @@ def test_2d_and_3d_run_their_own_schedules_from_the_pca_start(blobs, monkeypatch
     assert [r[:3] for r in runs] == [(2, EE_ITER, N_ITER), (3, EE_ITER_3D, N_ITER_3D)]
     start2, start3 = runs[0][3], runs[1][3]
     assert np.allclose(start3[:2], start2) and 0 < start3[2] <= start3[0]   # the same PCA, one more component
+
+
+def test_embed_with_params_maps_each_tsne_key(blobs, embeddings):
+    t = {"perplexity": PERPLEXITY, "n_iter": N_ITER, "early_exaggeration_iter": EE_ITER, **SCHEDULE_3D,
+         "knn_k": 5, "trust_samples": 50}
+    embs, _ = embed_with_params(blobs[0], t, 1)
+    assert np.array_equal(embs[2], embeddings[2, 1]) and np.array_equal(embs[3], embeddings[3, 1])
+    embs, _ = embed_with_params(blobs[0], t | {"n_iter_3d": N_ITER_3D + 40}, 1)   # the 3D count reaches 3D only
+    assert np.array_equal(embs[2], embeddings[2, 1]) and not np.array_equal(embs[3], embeddings[3, 1])
 
 
 def test_3d_embedding_uses_all_three_axes(embeddings):
