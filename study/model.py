@@ -109,6 +109,15 @@ def load_trained(name: str, hint: str = "") -> keras.Model:
     return model
 
 
+def plain_copy(model: keras.Model) -> keras.Model:
+    """The model's layers and weights without its training state (loss, optimizer, schedule): what
+    `keras.saving.load_model` loads with Keras alone, whatever the recipe (a compiled model would
+    carry the label-smoothing loss and one-cycle schedule, which Keras cannot rebuild by itself)."""
+    copy = model.__class__.from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def summary_text(model: keras.Model) -> str:
     """model.summary() as text (for models/<name>_summary.txt)."""
     lines = []

@@ -296,7 +296,7 @@ def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: li
     from dvclive import Live
     from study import resume
     from study.devices import check_batch_size, share_global_batch
-    from study.model import summary_text
+    from study.model import plain_copy, summary_text
 
     check_batch_size(params["batch_size"])
     summary = summary_text(model)  # before compile: no optimizer variables in the counts
@@ -332,7 +332,7 @@ def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: li
         live.log_sklearn_plot("confusion_matrix", [classes[i] for i in yte],
                               [classes[i] for i in test["pred"]], name="confusion_matrix.json")
     with atomic_path(paths.model_file(name)) as tmp:
-        keras.saving.save_model(model, tmp)
+        keras.saving.save_model(plain_copy(model), tmp)
     with atomic_path(paths.summary_file(name)) as tmp:
         tmp.write_text(summary)
     if hasattr(trainer, "centers"):
