@@ -3,13 +3,16 @@ experiment's files, and (slow) the whole command on queued seed experiments of a
 import hashlib
 import json
 import math
+import subprocess
 
 import numpy as np
 import pytest
 import yaml
 
 from study import summary
+from study.params import validate
 from study.summary import Experiment, describe, fresh_stages, paired, verdict
+from tests.conftest import REPO
 
 T_975_4 = 2.7764451051977987   # Student t, 97.5th percentile, 4 degrees of freedom (tables)
 T_975_2 = 4.302652729911275    # ... 2 degrees of freedom
@@ -158,6 +161,40 @@ def test_seed_variants_are_recognised_from_their_training_params():
     assert summary.seed_variant(base | {"augment": True}) == ("d. c + rotation/flip", 0.812)
     assert summary.seed_variant(base | {"optimizer": "sgd", "learning_rate": 0.01})[1] == 0.818
     assert summary.seed_variant(base | {"optimizer": "sgd"}) is None  # not the seed's SGD rate
+
+
+def _readme_dvc_commands(start: str, end: str) -> list[list[str]]:
+    """The arguments of each `dvc` command in README from `start` to `end`, as bash expands them
+    (`dvc` is a function printing its arguments, so shell arrays and line continuations are real)."""
+    text = (REPO / "README.md").read_text()
+    i = text.index(start)
+    block = text[i:text.index(end, i)]
+    out = subprocess.run(["bash", "-euc", 'dvc() { printf "%s\\n" "$@"; printf "\\0"; }\n' + block],
+                         capture_output=True, text=True, check=True).stdout
+    return [cmd.strip("\n").split("\n") for cmd in out.split("\0") if cmd.strip()]
+
+
+def _params_set_by(cmd: list[str]) -> dict:
+    """{key: YAML value} of the -S options of one `dvc exp run` (seed sweeps aside); no key twice."""
+    pairs = [cmd[i + 1].split("=", 1) for i, arg in enumerate(cmd) if arg == "-S"]
+    pairs = [(k, yaml.safe_load(v)) for k, v in pairs if k != "seed"]
+    assert len(pairs) == len(dict(pairs)), f"{cmd}: a key given twice"
+    return dict(pairs)
+
+
+def test_readme_seed_recipe_commands_spell_out_every_key_whatever_the_defaults():
+    defaults = yaml.safe_load((REPO / "params.yaml").read_text())
+    needed = set(summary.SEED_RECIPE) | {"epochs"}
+    [recipe] = _readme_dvc_commands("dvc exp run -n seed-recipe", "```")
+    table = _readme_dvc_commands("seed_recipe=(", "dvc queue start")
+    assert [c[c.index("-n") + 1][0] for c in table] == list("abcdef")
+    expected = [("c. b + per-epoch learning rate", 0.846)] + [(label, acc) for label, _, acc in summary.SEED_TABLE]
+    for cmd, variant in zip([recipe] + table, expected):
+        given = _params_set_by(cmd)
+        assert needed <= set(given), f"{variant[0]}: relies on params.yaml for {sorted(needed - set(given))}"
+        params = validate(defaults | given)
+        assert params["epochs"] == 50
+        assert summary.seed_variant(params) == variant
 
 
 def _queue_and_wait(repo, *runs, timeout=2400):

@@ -121,6 +121,12 @@ def test_baseline_stage_writes_model_metrics_curves_and_confusion(workdir):
     import keras
     model = keras.saving.load_model(paths.model_file("baseline"))
     assert model.count_params() == 693_834
+    # a plain Keras model: Keras alone loads it, whatever the recipe (this one smooths labels, one-cycle)
+    assert workdir["label_smoothing"] > 0 and workdir["lr_schedule"] == "onecycle" and not model.compiled
+    code = "import sys, keras; m = keras.saving.load_model(sys.argv[1]); print(m.count_params())"
+    out = subprocess.run([sys.executable, "-c", code, str(paths.model_file("baseline").resolve())], cwd="/",
+                         capture_output=True, text=True, timeout=300)
+    assert out.stdout.split()[-1:] == ["693834"], out.stderr[-500:]
     assert "693,834" in paths.summary_file("baseline").read_text()
     leftovers = [p for p in (paths.MODELS.iterdir()) if p.name.startswith(".")]
     assert leftovers == [] and not live.with_name(".train_baseline.tmp").exists()
