@@ -26,15 +26,16 @@ from study.data import stratified_subset
 N_FOLDS = 5
 
 
-def embed(features: np.ndarray, perplexity: float, n_iter: int, seed: int, early_exaggeration_iter: int = 250, *,
-          early_exaggeration_iter_3d: int = 100, n_iter_3d: int = 200) -> tuple[dict[int, np.ndarray], dict[str, float]]:
+def embed(features: np.ndarray, perplexity: float, n_iter: int, seed: int, early_exaggeration_iter: int, *,
+          early_exaggeration_iter_3d: int, n_iter_3d: int) -> tuple[dict[int, np.ndarray], dict[str, float]]:
     """2D and 3D openTSNE embeddings of features (n, d) that share their work.
 
     One affinity object (one kNN graph and perplexity calibration: the MultiscaleMixture that
     openTSNE's TSNE.fit builds itself) and one 3-component PCA serve both. The 2D embedding
     (FFT gradient) starts from the first two PCA components and runs `early_exaggeration_iter`
     + `n_iter` iterations; the 3D one (Barnes-Hut) starts from all three and runs
-    `early_exaggeration_iter_3d` + `n_iter_3d`. Measured on 10,000 test images of a trained
+    `early_exaggeration_iter_3d` + `n_iter_3d`. No schedule has a default here: params.yaml's
+    `tsne` section holds them (embed_with_params passes them). Measured on 10,000 test images of a trained
     CNN (README), 100 + 200 iterations in 3D gave the kNN accuracy of 250 + 500 in 40% of the
     time, all three axes with a comparable spread (a start lifted from the finished 2D layout,
     tried before, stayed flat: third axis ~0.2 of the first).
