@@ -23,7 +23,7 @@ def main(params: dict) -> dict:
     classes = class_names()
     set_seed(params["seed"])
     with devices.scope():  # the model's variables live on (are mirrored over) the chosen devices
-        model = build_model(params["batch_norm"])
+        model = build_model(params["batch_norm"], params["dtype_policy"])
         return train_and_evaluate(NAME, model, params, splits, classes)
 
 

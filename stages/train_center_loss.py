@@ -61,7 +61,7 @@ def main(params: dict) -> dict:
     centroids = load_centroids(len(classes), FEATURE_DIM)
     set_seed(params["seed"])  # same seed, same builder: scratch starts from the baseline's init
     with devices.scope():  # the models' variables live on (are mirrored over) the chosen devices
-        model = build_model(params["batch_norm"])
+        model = build_model(params["batch_norm"], params["dtype_policy"])
         init_weights(model, cl["init"])
         trainer = CenterLossTrainer(model, centroids, cl["variant"], cl["lambda"], cl["mu"], cl["alpha"],
                                     params["label_smoothing"])

@@ -166,6 +166,7 @@ class CenterLossTrainer(keras.Model):
         c = tf.identity(self.centers.value)  # (K, D): the centres this step's loss and update use
         with tf.GradientTape() as tape:
             f, probs = self.net(x, training=True)
+            f = ops.cast(f, "float32")  # the centres are float32 under any dtype policy
             terms = self._terms(f, probs, y, c)
             scaled = terms["loss"] * replica_share(ops.shape(y)[0])  # the replicas' gradients are summed
         variables = self.trainable_variables
@@ -188,4 +189,5 @@ class CenterLossTrainer(keras.Model):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         y = ops.cast(y, "int32")
         f, probs = self.net(x, training=False)
+        f = ops.cast(f, "float32")
         return self._log(self._terms(f, probs, y, self.centers.value), y, probs)

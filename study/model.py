@@ -27,28 +27,30 @@ CAM_LAYER = "conv2d_4"        # the last conv layer, 8 x 8: Grad-CAM's maps
 OUTPUT_LAYER = "dense_1"      # the softmax over the 10 classes
 
 
-def build_model(batch_norm: bool = True) -> keras.Sequential:
-    """The seed CNN: 693,834 params with batch_norm, 692,042 without (variant a)."""
+def build_model(batch_norm: bool = True, dtype_policy: str = "float32") -> keras.Sequential:
+    """The seed CNN: 693,834 params with batch_norm, 692,042 without (variant a). dtype_policy
+    is Keras's policy for every layer but the softmax, which computes in float32 whatever the
+    policy (so the loss sees float32 probabilities); weights are float32 under any policy."""
     import keras
     from keras import layers
     stack = [keras.Input(shape=INPUT_SHAPE, name="image")]
     n_bn = n_pool = 0
     for i, (filters, has_bn, ends_block) in enumerate(_CONVS):
         stack.append(layers.Conv2D(filters, 3, padding="same", activation="relu",
-                                   name="conv2d" if i == 0 else f"conv2d_{i}"))
+                                   name="conv2d" if i == 0 else f"conv2d_{i}", dtype=dtype_policy))
         if has_bn and batch_norm:
-            stack.append(layers.BatchNormalization(name=_numbered("batch_normalization", n_bn)))
+            stack.append(layers.BatchNormalization(name=_numbered("batch_normalization", n_bn), dtype=dtype_policy))
         if has_bn:
             n_bn += 1
         if ends_block:
-            stack.append(layers.MaxPooling2D(name=_numbered("max_pooling2d", n_pool)))
-            stack.append(layers.Dropout(_DROPOUT_CONV, name=_numbered("dropout", n_pool)))
+            stack.append(layers.MaxPooling2D(name=_numbered("max_pooling2d", n_pool), dtype=dtype_policy))
+            stack.append(layers.Dropout(_DROPOUT_CONV, name=_numbered("dropout", n_pool), dtype=dtype_policy))
             n_pool += 1
     stack += [
-        layers.GlobalAveragePooling2D(name="global_average_pooling2d"),  # (N, 4, 4, 256) -> (N, 256)
-        layers.Dense(FEATURE_DIM, activation="relu", name="dense"),       # the 512-d embedding
-        layers.Dropout(_DROPOUT_DENSE, name="dropout_3"),
-        layers.Dense(N_CLASSES, activation="softmax", name="dense_1"),
+        layers.GlobalAveragePooling2D(name="global_average_pooling2d", dtype=dtype_policy),  # -> (N, 256)
+        layers.Dense(FEATURE_DIM, activation="relu", name="dense", dtype=dtype_policy),  # the 512-d embedding
+        layers.Dropout(_DROPOUT_DENSE, name="dropout_3", dtype=dtype_policy),
+        layers.Dense(N_CLASSES, activation="softmax", name="dense_1", dtype="float32"),
     ]
     return keras.Sequential(stack, name="cifar10_cnn")
 
@@ -112,8 +114,12 @@ def load_trained(name: str, hint: str = "") -> keras.Model:
 def plain_copy(model: keras.Model) -> keras.Model:
     """The model's layers and weights without its training state (loss, optimizer, schedule): what
     `keras.saving.load_model` loads with Keras alone, whatever the recipe (a compiled model would
-    carry the label-smoothing loss and one-cycle schedule, which Keras cannot rebuild by itself)."""
-    copy = model.__class__.from_config(model.get_config())
+    carry the label-smoothing loss and one-cycle schedule, which Keras cannot rebuild by itself),
+    computing in float32 whatever dtype policy the model trained under."""
+    config = model.get_config()
+    for layer in config.get("layers", []):  # float32 layers, whatever policy it trained under
+        layer["config"]["dtype"] = "float32"
+    copy = model.__class__.from_config(config)
     copy.set_weights(model.get_weights())
     return copy
 

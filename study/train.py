@@ -326,13 +326,14 @@ def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: li
                     steps_per_epoch=steps, callbacks=callbacks, verbose=keras_verbosity(),
                     shuffle=False)  # the dataset orders itself, per epoch (epoch_orders)
         single_device()  # the model to test and save is the plain one-device Keras model
-        test = evaluate_test(model, xte, yte, bs, params["tta"])
+        saved = plain_copy(model)  # float32 whatever the dtype policy: the model later stages load
+        test = evaluate_test(saved, xte, yte, bs, params["tta"])
         live.summary["test"] = {"accuracy": test["accuracy"], "loss": test["loss"]}
         live.summary["time_to_val_accuracy"] = time_to_val_accuracy(live_dir)
         live.log_sklearn_plot("confusion_matrix", [classes[i] for i in yte],
                               [classes[i] for i in test["pred"]], name="confusion_matrix.json")
     with atomic_path(paths.model_file(name)) as tmp:
-        keras.saving.save_model(plain_copy(model), tmp)
+        keras.saving.save_model(saved, tmp)
     with atomic_path(paths.summary_file(name)) as tmp:
         tmp.write_text(summary)
     if hasattr(trainer, "centers"):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import yaml
 
-from study.model import build_model, layer_outputs, summary_text
+from study.model import build_model, layer_outputs, plain_copy, summary_text
 from tests.conftest import assert_one_line_error, stage_process, tree
 
 SEED_LAYERS = ["conv2d", "batch_normalization", "conv2d_1", "max_pooling2d", "dropout", "conv2d_2",
@@ -30,6 +30,20 @@ def test_variant_a_has_no_batch_norm_and_same_names_otherwise():
     assert names == [n for n in SEED_LAYERS if not n.startswith("batch_normalization")]
     assert m.count_params() == 693_834 - 4 * (64 + 128 + 256)  # gamma, beta, mean, var per BN channel
     assert m.count_params() == 692_042
+
+
+def test_mixed_bfloat16_keeps_the_layer_table_and_its_copy_computes_in_float32():
+    m = build_model(dtype_policy="mixed_bfloat16")
+    assert [layer.name for layer in m.layers] == SEED_LAYERS and m.count_params() == 693_834
+    assert {layer.name: layer.compute_dtype for layer in m.layers if layer.compute_dtype != "bfloat16"} \
+        == {"dense_1": "float32"}  # the softmax, so the loss sees float32 probabilities
+    assert {w.dtype for w in m.weights} == {"float32"}
+    x = np.random.default_rng(0).random((16, 32, 32, 3), dtype=np.float32)
+    assert m(x).dtype == "float32"
+    copy = plain_copy(m)  # what the training saves: later stages compute in float32
+    assert {layer.compute_dtype for layer in copy.layers} == {"float32"}
+    assert all(np.array_equal(a, b) for a, b in zip(m.get_weights(), copy.get_weights()))
+    np.testing.assert_allclose(np.asarray(copy(x)), np.asarray(m(x)), atol=0.02)  # bfloat16: ~3 digits
 
 
 def test_two_builds_in_one_process_keep_the_seed_names():

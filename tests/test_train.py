@@ -150,6 +150,25 @@ def test_same_seed_gives_identical_test_metrics_and_weights(workdir):
 
 
 @pytest.mark.slow
+def test_mixed_bfloat16_trains_deterministically_and_saves_a_float32_model(workdir):
+    import keras
+    workdir.update(dtype_policy="mixed_bfloat16", epochs=2)
+    runs = []
+    for _ in range(2):
+        test = _train(workdir)
+        model = keras.saving.load_model(paths.model_file("baseline"))
+        runs.append((test, model.get_weights()))
+    (first, w1), (second, w2) = runs
+    assert (first["accuracy"], first["loss"]) == (second["accuracy"], second["loss"]) and math.isfinite(first["loss"])
+    assert all(np.array_equal(a, b) for a, b in zip(w1, w2))
+    assert {layer.compute_dtype for layer in model.layers} == {"float32"} and model.count_params() == 693_834
+    from study.data import load_split
+    reloaded = evaluate_test(model, *load_split("test"), workdir["batch_size"], workdir["tta"])
+    assert reloaded["accuracy"] == first["accuracy"]  # the test metrics are the saved float32 model's
+    np.testing.assert_array_equal(reloaded["pred"], first["pred"])
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer,schedule", [("sgd", "step"), ("rmsprop", "cosine"), ("adam", "none"),
                                                 ("sgd", "onecycle")])
 def test_each_optimizer_and_schedule_trains_and_logs_its_learning_rate(workdir, optimizer, schedule):

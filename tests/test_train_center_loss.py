@@ -97,6 +97,19 @@ def test_stages_end_to_end(stage_dir, trained, variant, init):
     assert paths.summary_file("center_loss").read_text().count("dense_1") == 1
 
 
+def test_mixed_bfloat16_trains_the_centres_in_float32(stage_dir):
+    stage_dir["dtype_policy"] = "mixed_bfloat16"
+    params = set_params(stage_dir, variant="contrastive", init="scratch", alpha=0.5)
+    test = train_center_loss.main(params)
+    centers = np.load(paths.CENTERS)
+    assert centers.dtype == np.float32 and np.isfinite(centers).all()
+    assert not np.allclose(centers, np.load(paths.CENTROIDS)["centroids"])
+    model = keras.saving.load_model(paths.model_file("center_loss"))
+    assert {layer.compute_dtype for layer in model.layers} == {"float32"}
+    reloaded = evaluate_test(model, *load_split("test"), params["batch_size"], params["tta"])
+    assert reloaded["accuracy"] == test["accuracy"] and np.isfinite(curve("center_loss", "train/loss")).all()
+
+
 def test_zero_weights_reproduce_the_baseline(stage_dir, trained):
     """One builder, one recipe: lambda = mu = alpha = 0 from scratch trains exactly the baseline."""
     test = train_center_loss.main(set_params(stage_dir, variant="island", init="scratch",
