@@ -295,7 +295,7 @@ def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: li
     import keras
     from dvclive import Live
     from study import resume
-    from study.devices import check_batch_size, share_global_batch
+    from study.devices import check_batch_size, dtype_policy_line, share_global_batch
     from study.model import plain_copy, summary_text
 
     check_batch_size(params["batch_size"])
@@ -303,6 +303,7 @@ def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: li
     single_device = share_global_batch(model)  # several replicas: batch norm, dropout over the global batch
     device = device_line()
     print(f"{name}: device {device}", flush=True)
+    print(f"{name}: {dtype_policy_line(params['dtype_policy'])}", flush=True)
     trainer = trainer or model
     (xtr, ytr), (xva, yva), (xte, yte) = splits["train"], splits["val"], splits["test"]
     seed, bs, epochs = params["seed"], params["batch_size"], params["epochs"]

@@ -12,7 +12,8 @@ import keras
 import pytest
 import yaml
 
-from study.devices import DevicesError, check_batch_size, describe, strategy
+from study import devices as devices_module
+from study.devices import DevicesError, check_batch_size, cpu_flags, describe, dtype_policy_line, strategy
 from study.params import validate
 from tests.conftest import REPO, assert_one_line_error, tiny_params
 from tests.synthetic import write_splits
@@ -177,3 +178,36 @@ def test_devices_auto_on_three_gpus_needs_a_batch_size_they_share_equally(monkey
                                                      "allowed: a multiple of 3 (each replica takes an equal share "
                                                      "of every batch)")):
         check_batch_size(64)
+
+
+def test_cpu_flags_reads_proc_cpuinfo_and_is_none_without_it(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n\n"
+                    "processor\t: 1\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    assert cpu_flags(str(info)) == {"fpu", "avx2", "avx512f", "avx512_bf16"}
+    assert cpu_flags(str(tmp_path / "absent")) is None
+
+
+@pytest.mark.parametrize("flags,says", [
+    ({"avx2", "avx512_bf16"}, "dtype_policy mixed_bfloat16 (CPU flags avx512_bf16: bfloat16 units)"),
+    ({"avx2", "amx_bf16", "avx512_bf16"}, "dtype_policy mixed_bfloat16 (CPU flags avx512_bf16, amx_bf16: bfloat16 units)"),
+    ({"avx2", "avx512f"}, "warning: dtype_policy mixed_bfloat16 on a CPU without avx512_bf16 or amx_bf16: no "
+                          "bfloat16 arithmetic, so it may well be slower than float32 (compare: python -m "
+                          "benchmarks.bench_dtype_policy)"),
+    (None, "dtype_policy mixed_bfloat16 (could not read the CPU's flags to tell whether it has bfloat16 units)"),
+])
+def test_the_log_says_whether_the_cpu_has_bfloat16_units(monkeypatch, flags, says):
+    monkeypatch.setattr(devices_module, "cpu_flags", lambda: flags)
+    assert dtype_policy_line("mixed_bfloat16") == says
+    assert dtype_policy_line("float32") == "dtype_policy float32"
+
+
+@pytest.mark.parametrize("cap,warns", [((7, 5), True), ((8, 0), False), ((9, 0), False)])
+def test_the_log_says_whether_the_gpus_have_bfloat16_units(monkeypatch, cap, warns):
+    import tensorflow as tf
+    FakeGPUs(monkeypatch, 2)
+    monkeypatch.setattr(tf.config, "get_visible_devices", lambda kind=None: ["GPU:0", "GPU:1"])
+    monkeypatch.setattr(tf.config.experimental, "get_device_details", lambda gpu: {"compute_capability": cap})
+    line = dtype_policy_line("mixed_bfloat16")
+    assert line.startswith("warning: ") == warns
+    assert f"compute capability {cap[0]}.{cap[1]}" in line
