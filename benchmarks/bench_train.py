@@ -5,8 +5,10 @@ optimizer, schedule, weight decay, label smoothing) with params.yaml's batch_siz
 feeds it through study.train.make_dataset (seeded shuffle, params.yaml's augment, parallel
 map, prefetch), the plain fit takes float numpy arrays. Rounds alternate plain, recipe, plain,
 ... so both see the same machine load; the first round of each is warm-up (graph tracing)
-and not counted. This machine's speed swings by 1.5x from minute to minute, so only the
-last line, `ratio <recipe/plain>` (medians of images/s), is meaningful.
+and not counted. Each step is timed (a batch callback) and the median step time is the figure
+(see `alternate`). This machine's speed swings by 1.5x from minute to minute, so only the last
+line, `ratio <recipe/plain>` (images/s of the recipe over the plain fit's, from the median step
+times), is meaningful.
 
 Uses data/train.npz when present (else, or with --synthetic, random images). From the repo root:
     .venv/bin/python -m benchmarks.bench_train [--images 4096] [--rounds 4] [--synthetic]
@@ -35,43 +37,81 @@ def images(n: int, synthetic: bool, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n).astype(np.uint8)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=4096, help="images per round (default 4096)")
+def setup(doc: str, default_images: int) -> tuple[dict, np.ndarray, np.ndarray, int]:
+    """A training benchmark's command line (--images, --rounds, --synthetic; parsed from
+    sys.argv): params.yaml, the images and labels, the steps of one epoch over them; seeds set.
+    Returns (params with "rounds" added, x, y, steps)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--images", type=int, default=default_images,
+                    help=f"images per round (default {default_images})")
     ap.add_argument("--rounds", type=int, default=4, help="rounds of each, the first one warm-up (default 4)")
     ap.add_argument("--synthetic", action="store_true", help="random images even when data/train.npz exists")
     args = ap.parse_args()
-    params = load()
+    from study.train import set_seed
+
+    params = dict(load(), rounds=args.rounds)
+    x, y = images(args.images, args.synthetic, params["seed"])
+    set_seed(params["seed"])
+    return params, x, y, math.ceil(len(x) / params["batch_size"])
+
+
+def main() -> None:
+    params, x, y, steps = setup(__doc__, 4096)
     from study.data import preprocess
     from study.model import build_model
-    from study.train import compile_model, make_dataset, set_seed
+    from study.train import compile_model, make_dataset
 
     bs, seed = params["batch_size"], params["seed"]
-    x, y = images(args.images, args.synthetic, seed)
-    steps = math.ceil(len(x) / bs)
-    set_seed(seed)
     models = {}
     for kind in ("plain", "recipe"):
         models[kind] = build_model(params["batch_norm"])
         compile_model(models[kind], params, steps)
-    feeds = {"plain": lambda m: m.fit(preprocess(x), y.astype("int32"), batch_size=bs, epochs=1, verbose=0),
-             "recipe": lambda m, ds=make_dataset(x, y, bs, shuffle=True, augment=params["augment"], seed=seed):
-             m.fit(ds, epochs=1, verbose=0, shuffle=False)}  # the dataset shuffles itself
-    print(f"{os.cpu_count()} cores; {len(x)} images per round, batch {bs}, augment {params['augment']}, "
-          f"optimizer {params['optimizer']}, lr_schedule {params['lr_schedule']}")
-    rates = {"plain": [], "recipe": []}
-    for r in range(args.rounds):
-        for kind in ("plain", "recipe"):
-            t0 = time.perf_counter()
-            feeds[kind](models[kind])
-            rate = len(x) / (time.perf_counter() - t0)
-            print(f"round {r + 1} {kind:6s} {rate:7.1f} images/s{' (warm-up)' if r == 0 else ''}", flush=True)
-            if r:
-                rates[kind].append(rate)
-    med = {k: statistics.median(v) for k, v in rates.items()}
-    print(f"median plain {med['plain']:.1f} images/s, recipe {med['recipe']:.1f} images/s")
-    print(f"ratio {med['recipe'] / med['plain']:.3f}")
+    data = make_dataset(x, y, bs, shuffle=True, augment=params["augment"], seed=seed)
+    fits = {"plain": lambda cb: models["plain"].fit(preprocess(x), y.astype("int32"), batch_size=bs, epochs=1,
+                                                    verbose=0, callbacks=cb),
+            "recipe": lambda cb: models["recipe"].fit(data, epochs=1, verbose=0, shuffle=False,
+                                                      callbacks=cb)}  # the dataset shuffles itself
+    print(f"{os.cpu_count()} cores; {len(x)} images per round ({steps} steps), batch {bs}, "
+          f"augment {params['augment']}, optimizer {params['optimizer']}, lr_schedule {params['lr_schedule']}")
+    med = alternate(fits, params["rounds"], bs)
+    print(f"median step plain {med['plain'] * 1000:.1f} ms ({bs / med['plain']:.1f} images/s), "
+          f"recipe {med['recipe'] * 1000:.1f} ms ({bs / med['recipe']:.1f} images/s)")
+    print(f"ratio {med['plain'] / med['recipe']:.3f}")
 
+
+def alternate(fits: dict, rounds: int, batch_size: int) -> dict[str, float]:
+    """Run each of `fits` (name -> fit(callbacks) of one epoch) in turn, `rounds` times, timing
+    every step with a batch callback; print a line per fit. Returns each one's median over rounds
+    2.. (round 1 is warm-up: graph tracing) of its median step seconds, the first step of a fit
+    left out (it waits for the input pipeline to fill). Steps, not whole fits: on this shared host
+    a short fit was seen to last a whole multiple of ~10.25 s whatever its work."""
+    import keras
+
+    class StepTimes(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.times = []
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.times.append(time.perf_counter() - self.t0)
+
+    medians = {name: [] for name in fits}
+    width = max(map(len, fits))
+    for r in range(rounds):
+        for name, fit in fits.items():
+            timer = StepTimes()
+            t0 = time.perf_counter()
+            fit([timer])
+            whole = time.perf_counter() - t0
+            step = statistics.median(timer.times[1:] or timer.times)
+            print(f"round {r + 1} {name:{width}s} median step {step * 1000:6.1f} ms ({batch_size / step:6.1f} "
+                  f"images/s), whole fit {whole:6.2f} s{' (warm-up)' if r == 0 else ''}", flush=True)
+            if r:
+                medians[name].append(step)
+    return {name: statistics.median(v) for name, v in medians.items()}
 
 if __name__ == "__main__":
     main()
