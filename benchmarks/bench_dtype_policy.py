@@ -25,7 +25,7 @@ POLICIES = ("float32", "mixed_bfloat16")
 
 
 def main() -> None:
-    params, x, y, steps = setup(__doc__, 3072)
+    params, x, y, steps, rounds = setup(__doc__, 3072)
     from study.model import build_model
     from study.train import compile_model, make_dataset
 
@@ -39,7 +39,7 @@ def main() -> None:
             for policy in POLICIES}
     print(f"{os.cpu_count()} cores; {len(x)} images per round ({steps} steps), batch {bs}, "
           f"augment {params['augment']}, optimizer {params['optimizer']}, lr_schedule {params['lr_schedule']}")
-    med = alternate(fits, params["rounds"], bs)
+    med = alternate(fits, rounds, bs)
     print("median step " + ", ".join(f"{p} {med[p] * 1000:.1f} ms" for p in POLICIES))
     print(f"ratio {med['float32'] / med['mixed_bfloat16']:.3f}")
 

@@ -37,26 +37,30 @@ def images(n: int, synthetic: bool, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n).astype(np.uint8)
 
 
-def setup(doc: str, default_images: int) -> tuple[dict, np.ndarray, np.ndarray, int]:
+def setup(doc: str, default_images: int) -> tuple[dict, np.ndarray, np.ndarray, int, int]:
     """A training benchmark's command line (--images, --rounds, --synthetic; parsed from
-    sys.argv): params.yaml, the images and labels, the steps of one epoch over them; seeds set.
-    Returns (params with "rounds" added, x, y, steps)."""
+    sys.argv): params.yaml, the images and labels, the steps of one epoch over them and the
+    rounds; seeds set. Returns (params, x, y, steps, rounds)."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--images", type=int, default=default_images,
                     help=f"images per round (default {default_images})")
     ap.add_argument("--rounds", type=int, default=4, help="rounds of each, the first one warm-up (default 4)")
     ap.add_argument("--synthetic", action="store_true", help="random images even when data/train.npz exists")
     args = ap.parse_args()
+    if args.images < 1:
+        ap.error(f"--images must be >= 1, got {args.images}")
+    if args.rounds < 2:
+        ap.error(f"--rounds must be >= 2 (the first round is warm-up and not counted), got {args.rounds}")
     from study.train import set_seed
 
-    params = dict(load(), rounds=args.rounds)
+    params = load()
     x, y = images(args.images, args.synthetic, params["seed"])
     set_seed(params["seed"])
-    return params, x, y, math.ceil(len(x) / params["batch_size"])
+    return params, x, y, math.ceil(len(x) / params["batch_size"]), args.rounds
 
 
 def main() -> None:
-    params, x, y, steps = setup(__doc__, 4096)
+    params, x, y, steps, rounds = setup(__doc__, 4096)
     from study.data import preprocess
     from study.model import build_model
     from study.train import compile_model, make_dataset
@@ -73,7 +77,7 @@ def main() -> None:
                                                       callbacks=cb)}  # the dataset shuffles itself
     print(f"{os.cpu_count()} cores; {len(x)} images per round ({steps} steps), batch {bs}, "
           f"augment {params['augment']}, optimizer {params['optimizer']}, lr_schedule {params['lr_schedule']}")
-    med = alternate(fits, params["rounds"], bs)
+    med = alternate(fits, rounds, bs)
     print(f"median step plain {med['plain'] * 1000:.1f} ms ({bs / med['plain']:.1f} images/s), "
           f"recipe {med['recipe'] * 1000:.1f} ms ({bs / med['recipe']:.1f} images/s)")
     print(f"ratio {med['plain'] / med['recipe']:.3f}")
@@ -112,6 +116,7 @@ def alternate(fits: dict, rounds: int, batch_size: int) -> dict[str, float]:
             if r:
                 medians[name].append(step)
     return {name: statistics.median(v) for name, v in medians.items()}
+
 
 if __name__ == "__main__":
     main()
