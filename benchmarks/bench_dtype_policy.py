@@ -43,5 +43,6 @@ def main() -> None:
     print("median step " + ", ".join(f"{p} {med[p] * 1000:.1f} ms" for p in POLICIES))
     print(f"ratio {med['float32'] / med['mixed_bfloat16']:.3f}")
 
+
 if __name__ == "__main__":
     main()

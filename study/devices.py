@@ -160,10 +160,10 @@ def dtype_policy_line(policy: str) -> str:
     import tensorflow as tf
     gpus = tf.config.get_visible_devices("GPU")
     if gpus:
-        caps = [tf.config.experimental.get_device_details(g).get("compute_capability", (0, 0)) for g in gpus]
-        if min(caps) >= (8, 0):
-            return f"dtype_policy {policy} (GPU compute capability {min(caps)[0]}.{min(caps)[1]}: bfloat16 units)"
-        have = f"a GPU of compute capability {min(caps)[0]}.{min(caps)[1]} (bfloat16 units from 8.0)"
+        cap = min(tf.config.experimental.get_device_details(g).get("compute_capability", (0, 0)) for g in gpus)
+        if cap >= (8, 0):
+            return f"dtype_policy {policy} (GPU compute capability {cap[0]}.{cap[1]}: bfloat16 units)"
+        have = f"a GPU of compute capability {cap[0]}.{cap[1]} (bfloat16 units from 8.0)"
     else:
         flags = cpu_flags()
         if flags is None:
