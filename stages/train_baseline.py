@@ -14,7 +14,7 @@ NAME = "baseline"
 
 def main(params: dict) -> dict:
     """Train the baseline and return its test metrics."""
-    from study.devices import strategy
+    from study.devices import resolve_dtype_policy, strategy
     from study.model import build_model
     from study.train import set_seed, train_and_evaluate
 
@@ -23,7 +23,7 @@ def main(params: dict) -> dict:
     classes = class_names()
     set_seed(params["seed"])
     with devices.scope():  # the model's variables live on (are mirrored over) the chosen devices
-        model = build_model(params["batch_norm"], params["dtype_policy"])
+        model = build_model(params["batch_norm"], resolve_dtype_policy(params["dtype_policy"]))
         return train_and_evaluate(NAME, model, params, splits, classes)
 
 

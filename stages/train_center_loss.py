@@ -50,7 +50,7 @@ def init_weights(model, init: str) -> None:
 def main(params: dict) -> dict:
     """Train the center-loss model, save it (plain CNN) and its centres; return test metrics."""
     from study.center_loss import CenterLossTrainer
-    from study.devices import strategy
+    from study.devices import resolve_dtype_policy, strategy
     from study.model import FEATURE_DIM, build_model
     from study.train import set_seed, train_and_evaluate
 
@@ -61,7 +61,7 @@ def main(params: dict) -> dict:
     centroids = load_centroids(len(classes), FEATURE_DIM)
     set_seed(params["seed"])  # same seed, same builder: scratch starts from the baseline's init
     with devices.scope():  # the models' variables live on (are mirrored over) the chosen devices
-        model = build_model(params["batch_norm"], params["dtype_policy"])
+        model = build_model(params["batch_norm"], resolve_dtype_policy(params["dtype_policy"]))
         init_weights(model, cl["init"])
         trainer = CenterLossTrainer(model, centroids, cl["variant"], cl["lambda"], cl["mu"], cl["alpha"],
                                     params["label_smoothing"])

@@ -152,25 +152,47 @@ def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str] | None:
         return None
 
 
-def dtype_policy_line(policy: str) -> str:
-    """The training log's line on params' dtype_policy: for mixed_bfloat16, whether the devices
-    have bfloat16 arithmetic (Keras then runs faster than float32; without it, slower)."""
-    if policy != "mixed_bfloat16":
-        return f"dtype_policy {policy}"
+def bfloat16_units() -> tuple[bool | None, str]:
+    """Whether the devices a training runs on (the visible GPUs, else the CPU) have bfloat16
+    arithmetic, and what told: (True, "CPU flags avx512_bf16"), (False, "a CPU without ..."), or
+    None where the CPU's flags cannot be read."""
     import tensorflow as tf
     gpus = tf.config.get_visible_devices("GPU")
     if gpus:
         cap = min(tf.config.experimental.get_device_details(g).get("compute_capability", (0, 0)) for g in gpus)
         if cap >= (8, 0):
-            return f"dtype_policy {policy} (GPU compute capability {cap[0]}.{cap[1]}: bfloat16 units)"
-        have = f"a GPU of compute capability {cap[0]}.{cap[1]} (bfloat16 units from 8.0)"
-    else:
-        flags = cpu_flags()
-        if flags is None:
-            return f"dtype_policy {policy} (could not read the CPU's flags to tell whether it has bfloat16 units)"
-        found = [f for f in BF16_CPU_FLAGS if f in flags]
-        if found:
-            return f"dtype_policy {policy} (CPU flags {', '.join(found)}: bfloat16 units)"
-        have = f"a CPU without {' or '.join(BF16_CPU_FLAGS)}"
-    return (f"warning: dtype_policy {policy} on {have}: no bfloat16 arithmetic, so it may well be "
+            return True, f"GPU compute capability {cap[0]}.{cap[1]}"
+        return False, f"a GPU of compute capability {cap[0]}.{cap[1]} (bfloat16 units from 8.0)"
+    flags = cpu_flags()
+    if flags is None:
+        return None, "could not read the CPU's flags to tell whether it has bfloat16 units"
+    found = [f for f in BF16_CPU_FLAGS if f in flags]
+    if found:
+        return True, f"CPU flags {', '.join(found)}"
+    return False, f"a CPU without {' or '.join(BF16_CPU_FLAGS)}"
+
+
+def resolve_dtype_policy(policy: str) -> str:
+    """params' dtype_policy as the Keras policy a training uses: auto is mixed_bfloat16 where the
+    devices have bfloat16 units (bfloat16_units), else float32; the others are themselves."""
+    if policy != "auto":
+        return policy
+    return "mixed_bfloat16" if bfloat16_units()[0] else "float32"
+
+
+def dtype_policy_line(policy: str) -> str:
+    """The training log's line on params' dtype_policy: what auto chose and why, and for
+    mixed_bfloat16 whether the devices have bfloat16 arithmetic (Keras then runs faster than
+    float32; without it, slower)."""
+    if policy == "float32":
+        return f"dtype_policy {policy}"
+    has, found = bfloat16_units()
+    if policy == "auto":
+        why = found if has is None else f"{found}: {'' if has else 'no '}bfloat16 units"
+        return f"dtype_policy auto: {'mixed_bfloat16' if has else 'float32'} ({why})"
+    if has is None:
+        return f"dtype_policy {policy} ({found})"
+    if has:
+        return f"dtype_policy {policy} ({found}: bfloat16 units)"
+    return (f"warning: dtype_policy {policy} on {found}: no bfloat16 arithmetic, so it may well be "
             f"slower than float32 (compare: python -m benchmarks.bench_dtype_policy)")

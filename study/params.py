@@ -112,7 +112,7 @@ SCHEMA = {
     "augment": _augment,
     "tta": _choice("none", "flip"),
     "devices": _devices,
-    "dtype_policy": _choice("float32", "mixed_bfloat16"),
+    "dtype_policy": _choice("auto", "float32", "mixed_bfloat16"),
     "data.url": _url,
     "data.md5": _md5,
     "data.val_size": _int(10, 49_000),

@@ -52,7 +52,7 @@ QUANTITIES = (
 # on top of the seed's recipe, and its test accuracy. README's a-f commands queue these.
 SEED_RECIPE = {"optimizer": "adam", "learning_rate": 0.001, "weight_decay": 0, "label_smoothing": 0,
                "lr_schedule": "step", "lr_step_epochs": 10, "lr_step_factor": 0.5, "batch_size": 64,
-               "batch_norm": True, "augment": "none", "tta": "none"}
+               "batch_norm": True, "augment": "none", "tta": "none", "dtype_policy": "float32"}
 SEED_TABLE = (
     ("a. no batch norm", {"batch_norm": False, "lr_schedule": "none"}, 0.818),
     ("b. + batch norm", {"lr_schedule": "none"}, 0.826),

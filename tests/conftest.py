@@ -29,7 +29,8 @@ def tiny_params() -> dict:
     """The repository's params.yaml with settings small enough for a test (same keys)."""
     p = yaml.safe_load((REPO / "params.yaml").read_text())
     p = copy.deepcopy(p)
-    p.update(epochs=1, batch_size=32, lr_warmup_epochs=0.5)   # the default one-cycle warm-up ends within the epoch
+    p.update(epochs=1, batch_size=32, lr_warmup_epochs=0.5,   # the default one-cycle warm-up ends within the epoch
+             dtype_policy="float32")  # not auto: the same numbers on every test machine
     p["data"].update(val_size=50, train_size=200, test_size=100)
     p["kmeans"].update(n_init=2)
     p["activations"].update(n_samples=60, pca_dims=8, batch_size=32, surface_images=2)

@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from study import devices as devices_module
-from study.devices import DevicesError, check_batch_size, cpu_flags, describe, dtype_policy_line, strategy
+from study.devices import (DevicesError, check_batch_size, cpu_flags, describe, dtype_policy_line,
+                           resolve_dtype_policy, strategy)
 from study.params import validate
 from tests.conftest import REPO, assert_one_line_error, tiny_params
 from tests.synthetic import write_splits
@@ -202,6 +203,20 @@ def test_the_log_says_whether_the_cpu_has_bfloat16_units(monkeypatch, flags, say
     assert dtype_policy_line("float32") == "dtype_policy float32"
 
 
+@pytest.mark.parametrize("flags,chosen,says", [
+    ({"avx2", "avx512_bf16"}, "mixed_bfloat16", "dtype_policy auto: mixed_bfloat16 (CPU flags avx512_bf16: bfloat16 units)"),
+    ({"amx_bf16"}, "mixed_bfloat16", "dtype_policy auto: mixed_bfloat16 (CPU flags amx_bf16: bfloat16 units)"),
+    ({"avx2", "avx512f"}, "float32", "dtype_policy auto: float32 (a CPU without avx512_bf16 or amx_bf16: no "
+                                     "bfloat16 units)"),
+    (None, "float32", "dtype_policy auto: float32 (could not read the CPU's flags to tell whether it has "
+                      "bfloat16 units)"),
+])
+def test_auto_takes_mixed_bfloat16_only_where_the_cpu_has_bfloat16_units(monkeypatch, flags, chosen, says):
+    monkeypatch.setattr(devices_module, "cpu_flags", lambda: flags)
+    assert resolve_dtype_policy("auto") == chosen and dtype_policy_line("auto") == says
+    assert resolve_dtype_policy("float32") == "float32" and resolve_dtype_policy("mixed_bfloat16") == "mixed_bfloat16"
+
+
 @pytest.mark.parametrize("cap,warns", [((7, 5), True), ((8, 0), False), ((9, 0), False)])
 def test_the_log_says_whether_the_gpus_have_bfloat16_units(monkeypatch, cap, warns):
     import tensorflow as tf
@@ -211,3 +226,5 @@ def test_the_log_says_whether_the_gpus_have_bfloat16_units(monkeypatch, cap, war
     line = dtype_policy_line("mixed_bfloat16")
     assert line.startswith("warning: ") == warns
     assert f"compute capability {cap[0]}.{cap[1]}" in line
+    assert resolve_dtype_policy("auto") == ("float32" if warns else "mixed_bfloat16")
+    assert dtype_policy_line("auto").startswith(f"dtype_policy auto: {resolve_dtype_policy('auto')} (")

@@ -106,6 +106,7 @@ def test_baseline_stage_writes_model_metrics_curves_and_confusion(workdir):
     metrics = json.loads((live / "details.json").read_text())   # DVCLive's summary, time to accuracy
     assert metrics["test"] == {"accuracy": test["accuracy"], "loss": test["loss"]}
     assert metrics["device"] == f"CPU ({os.cpu_count()} cores; TensorFlow sees no GPU)"   # this machine
+    assert metrics["dtype_policy"] == "float32"   # the policy the training used (tiny_params: float32)
     val_acc = _read_tsv_column(live / "plots/metrics/val/accuracy.tsv", "accuracy")
     assert metrics["time_to_val_accuracy"] == {
         k: ({"epoch": 1, "seconds": _read_tsv_column(live / "plots/metrics/elapsed_s.tsv", "elapsed_s")[0]}
@@ -150,14 +151,20 @@ def test_same_seed_gives_identical_test_metrics_and_weights(workdir):
 
 
 @pytest.mark.slow
-def test_mixed_bfloat16_trains_deterministically_and_saves_a_float32_model(workdir):
+def test_mixed_bfloat16_trains_deterministically_and_saves_a_float32_model(workdir, monkeypatch, capsys):
     import keras
-    workdir.update(dtype_policy="mixed_bfloat16", epochs=2)
+    from study import devices
+    workdir.update(epochs=2)
+    monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
     runs = []
-    for _ in range(2):
+    for policy in ("mixed_bfloat16", "auto"):  # auto on a CPU with bfloat16 units: the same training
+        workdir["dtype_policy"] = policy
         test = _train(workdir)
         model = keras.saving.load_model(paths.model_file("baseline"))
         runs.append((test, model.get_weights()))
+        details = json.loads((paths.train_dir("baseline") / "details.json").read_text())
+        assert details["dtype_policy"] == "mixed_bfloat16"
+    assert "baseline: dtype_policy auto: mixed_bfloat16 (CPU flags avx512_bf16: bfloat16 units)" in capsys.readouterr().out
     (first, w1), (second, w2) = runs
     assert (first["accuracy"], first["loss"]) == (second["accuracy"], second["loss"]) and math.isfinite(first["loss"])
     assert all(np.array_equal(a, b) for a, b in zip(w1, w2))
