@@ -275,6 +275,7 @@ def seed_variant(params: dict):
     """(label, the seed's test accuracy) if these training params are one of the seed's a-f
     variants (epochs and data sizes aside), else None."""
     recipe = {k: params.get(k) for k in SEED_RECIPE}
+    recipe["dtype_policy"] = params.get("dtype_policy", "float32")  # experiments from before the key: float32
     recipe["augment"] = AUGMENT_BOOLS.get(recipe["augment"], recipe["augment"])
     for label, change, accuracy in SEED_TABLE:
         if recipe == SEED_RECIPE | change:

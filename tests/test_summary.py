@@ -161,6 +161,9 @@ def test_seed_variants_are_recognised_from_their_training_params():
     assert summary.seed_variant(base | {"augment": True}) == ("d. c + rotation/flip", 0.812)
     assert summary.seed_variant(base | {"optimizer": "sgd", "learning_rate": 0.01})[1] == 0.818
     assert summary.seed_variant(base | {"optimizer": "sgd"}) is None  # not the seed's SGD rate
+    assert summary.seed_variant(base | {"dtype_policy": "auto"}) is None  # bfloat16 on some machines
+    before_the_key = {k: v for k, v in base.items() if k != "dtype_policy"}
+    assert summary.seed_variant(before_the_key) == ("c. b + per-epoch learning rate", 0.846)
 
 
 def _readme_dvc_commands(start: str, end: str) -> list[list[str]]:
