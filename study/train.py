@@ -295,7 +295,7 @@ def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: li
     import keras
     from dvclive import Live
     from study import resume
-    from study.devices import check_batch_size, dtype_policy_line, resolve_dtype_policy, share_global_batch
+    from study.devices import check_batch_size, dtype_policy_line, share_global_batch
     from study.model import plain_copy, summary_text
 
     check_batch_size(params["batch_size"])
@@ -341,7 +341,8 @@ def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: li
         write_npy(paths.centers_file(name), np.asarray(trainer.centers, np.float32))
     # DVCLive's summary (last epoch's values, time to accuracy, test) becomes details.json;
     # metrics.json keeps the headline `test` section only
-    write_metrics(live_dir, dict(live.summary) | {"device": device, "dtype_policy": resolve_dtype_policy(params["dtype_policy"])},
+    policy = model.get_layer("conv2d").dtype_policy.name  # the policy it trained in (auto resolved)
+    write_metrics(live_dir, dict(live.summary) | {"device": device, "dtype_policy": policy},
                   {"test": live.summary["test"]})
     resume.discard(backup)
     print(f"{name}: test accuracy {test['accuracy']:.4f}, test loss {test['loss']:.4f}")
