@@ -1,6 +1,6 @@
 """Benchmark (not a test): training speed of the recipe under each dtype_policy (float32, mixed_bfloat16).
 
-Both models are the seed CNN compiled the same way (study.train.compile_model: params.yaml's
+Both models are the study CNN compiled the same way (study.train.compile_model: params.yaml's
 optimizer, schedule, weight decay, label smoothing) and fed by the same pipeline
 (study.train.make_dataset with params.yaml's batch_size and augment); only the dtype policy
 differs. Rounds alternate float32, mixed_bfloat16, float32, ... so both see the same machine
@@ -17,9 +17,7 @@ Uses data/train.npz when present (else, or with --synthetic, random images). Fro
 """
 from __future__ import annotations
 
-import os
-
-from benchmarks.bench_train import alternate, setup
+from benchmarks.bench_train import compare_models, setup
 
 POLICIES = ("float32", "mixed_bfloat16")
 
@@ -27,20 +25,13 @@ POLICIES = ("float32", "mixed_bfloat16")
 def main() -> None:
     params, x, y, steps, rounds = setup(__doc__, 3072)
     from study.model import build_model
-    from study.train import compile_model, make_dataset
+    from study.train import compile_model
 
-    bs, seed = params["batch_size"], params["seed"]
     models = {}
     for policy in POLICIES:
         models[policy] = build_model(params["batch_norm"], policy)
         compile_model(models[policy], params, steps)
-    data = make_dataset(x, y, bs, shuffle=True, augment=params["augment"], seed=seed)
-    fits = {policy: lambda cb, m=models[policy]: m.fit(data, epochs=1, verbose=0, shuffle=False, callbacks=cb)
-            for policy in POLICIES}
-    print(f"{os.cpu_count()} cores; {len(x)} images per round ({steps} steps), batch {bs}, "
-          f"augment {params['augment']}, optimizer {params['optimizer']}, lr_schedule {params['lr_schedule']}")
-    med = alternate(fits, rounds, bs)
-    print("median step " + ", ".join(f"{p} {med[p] * 1000:.1f} ms" for p in POLICIES))
+    med = compare_models(params, x, y, rounds, models, "dtype policy float32 vs mixed_bfloat16")
     print(f"ratio {med['float32'] / med['mixed_bfloat16']:.3f}")
 
 

@@ -1,14 +1,16 @@
 """Benchmark (not a test): training throughput of the recipe against a plain `model.fit`.
 
-Both train the seed CNN compiled the same way (study.train.compile_model: params.yaml's
-optimizer, schedule, weight decay, label smoothing) with params.yaml's batch_size; the recipe
+Both train the study CNN built and compiled as the trainings do (params.yaml's dtype policy and
+fused_batch_norm; study.train.compile_model: optimizer, schedule, weight decay, label
+smoothing) with params.yaml's batch_size; the recipe
 feeds it through study.train.make_dataset (seeded shuffle, params.yaml's augment, parallel
 map, prefetch), the plain fit takes float numpy arrays. Rounds alternate plain, recipe, plain,
 ... so both see the same machine load; the first round of each is warm-up (graph tracing)
 and not counted. Each step is timed (a batch callback) and the median step time is the figure
-(see `alternate`). This machine's speed swings by 1.5x from minute to minute, so only the last
-line, `ratio <recipe/plain>` (images/s of the recipe over the plain fit's, from the median step
-times), is meaningful.
+(see `alternate`). This machine's speed swings by 1.5x from minute to minute, so the figure to
+compare is the last line, `ratio <recipe/plain>` (images/s of the recipe over the plain fit's,
+from the median step times); the line before it gives the fraction of this machine's measured
+peak the recipe's step reaches (benchmarks.peak), measured in the same minute.
 
 Uses data/train.npz when present (else, or with --synthetic, random images). From the repo root:
     .venv/bin/python -m benchmarks.bench_train [--images 4096] [--rounds 4] [--synthetic]
@@ -65,22 +67,46 @@ def main() -> None:
     from study.model import build_model
     from study.train import compile_model, make_dataset
 
+    from study.devices import resolve_dtype_policy
+    from study.fused_batch_norm import enable
     bs, seed = params["batch_size"], params["seed"]
+    policy = resolve_dtype_policy(params["dtype_policy"])      # the model as the trainings build it
     models = {}
     for kind in ("plain", "recipe"):
-        models[kind] = build_model(params["batch_norm"])
+        models[kind] = build_model(params["batch_norm"], policy)
+        if params["fused_batch_norm"]:
+            line = enable(models[kind])
         compile_model(models[kind], params, steps)
     data = make_dataset(x, y, bs, shuffle=True, augment=params["augment"], seed=seed)
     fits = {"plain": lambda cb: models["plain"].fit(preprocess(x), y.astype("int32"), batch_size=bs, epochs=1,
                                                     verbose=0, callbacks=cb),
             "recipe": lambda cb: models["recipe"].fit(data, epochs=1, verbose=0, shuffle=False,
                                                       callbacks=cb)}  # the dataset shuffles itself
-    print(f"{os.cpu_count()} cores; {len(x)} images per round ({steps} steps), batch {bs}, "
-          f"augment {params['augment']}, optimizer {params['optimizer']}, lr_schedule {params['lr_schedule']}")
+    print(f"{os.cpu_count()} cores; {len(x)} images per round ({steps} steps), batch {bs}, dtype policy {policy}, "
+          f"augment {params['augment']}, optimizer {params['optimizer']}, lr_schedule {params['lr_schedule']}; "
+          f"{line if params['fused_batch_norm'] else 'fused_batch_norm: false'}")
     med = alternate(fits, rounds, bs)
     print(f"median step plain {med['plain'] * 1000:.1f} ms ({bs / med['plain']:.1f} images/s), "
           f"recipe {med['recipe'] * 1000:.1f} ms ({bs / med['recipe']:.1f} images/s)")
+    from benchmarks.peak import peak_line
+    print(f"recipe: {peak_line(models['recipe'], med['recipe'], bs, policy)}")
     print(f"ratio {med['plain'] / med['recipe']:.3f}")
+
+
+def compare_models(params: dict, x: np.ndarray, y: np.ndarray, rounds: int, models: dict, note: str) -> dict[str, float]:
+    """Fit each compiled model of `models` (name -> model) on the recipe's pipeline in turn
+    (`alternate`); print a header (`note` says what differs) and each one's median step; return
+    the median step seconds by name."""
+    from study.train import make_dataset
+    bs, steps = params["batch_size"], math.ceil(len(x) / params["batch_size"])
+    data = make_dataset(x, y, bs, shuffle=True, augment=params["augment"], seed=params["seed"])
+    fits = {name: lambda cb, m=m: m.fit(data, epochs=1, verbose=0, shuffle=False, callbacks=cb)
+            for name, m in models.items()}
+    print(f"{os.cpu_count()} cores; {len(x)} images per round ({steps} steps), batch {bs}, {note}, "
+          f"augment {params['augment']}, optimizer {params['optimizer']}, lr_schedule {params['lr_schedule']}")
+    med = alternate(fits, rounds, bs)
+    print("median step " + ", ".join(f"{k} {med[k] * 1000:.1f} ms ({bs / med[k]:.1f} images/s)" for k in models))
+    return med
 
 
 def alternate(fits: dict, rounds: int, batch_size: int) -> dict[str, float]:

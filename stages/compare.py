@@ -1,13 +1,14 @@
 """compare: the baseline and the center-loss model side by side.
 
-Reads params.yaml (seed, kmeans.n_init, kmeans.max_iter), data/classes.json and, per
-model <name>: plots/train_<name>/metrics.json (test accuracy, loss),
+Reads params.yaml (seed, kmeans.n_init, kmeans.max_iter; the training and center_loss keys that
+the report names), data/classes.json, data/fetch.json (split sizes) and, per
+model <name>: plots/train_<name>/details.json (test accuracy, loss),
 plots/train_<name>/plots/metrics/{train,val}/{accuracy,loss|ce}.tsv (DVCLive curves),
 plots/train_<name>/plots/sklearn/confusion_matrix.json, plots/tsne/<name>/metrics.json,
 plots/gradcam/<name>/metrics.json, data/activations/<name>.npz (`dense`, `y`); and
 plots/kmeans_centroids/metrics.json.
 Writes plots/compare/details.json (every number above side by side), its headline
-plots/compare/metrics.json (the center_loss - baseline differences), plots/compare/curves.png,
+plots/compare/metrics.json (`difference`: center_loss - baseline), plots/compare/curves.png,
 plots/compare/confusion_matrices.png and plots/compare/report.md (links the
 t-SNE 3D images and Grad-CAM grids of both models relatively).
 """
@@ -48,11 +49,20 @@ def read_model(name: str, classes: list[str], params: dict) -> tuple[dict, np.nd
     live = paths.train_dir(name)
     cm = confusion_matrix(read_json(live / "plots" / "sklearn" / "confusion_matrix.json", f"train_{name}"), classes)
     dense = load_npz(paths.activations_file(name), f"extract_activations@{name}", (FEATURE_LAYER, "y"))
-    return model_metrics(read_json(paths.train_metrics(name), f"train_{name}"), cm,
+    return model_metrics(read_json(paths.train_details(name), f"train_{name}"), cm,
                          read_json(paths.tsne_details(name), f"tsne@{name}"),
                          read_json(paths.details_file(paths.gradcam_dir(name)), f"gradcam@{name}"),
                          (dense[FEATURE_LAYER].astype(np.float64), dense["y"].astype(int)), classes, params,
-                         paths.train_metrics(name)), cm
+                         paths.train_details(name)), cm
+
+
+SETTINGS = ("seed", "epochs", "optimizer", "learning_rate", "lr_schedule", "batch_size", "augment")
+
+
+def settings(params: dict, fetch_info: dict) -> dict:
+    """What the two models compared are: the center-loss params, the shared recipe, the split sizes."""
+    return {k: params[k] for k in SETTINGS} | {"center_loss": dict(params["center_loss"]),
+                                               "sizes": fetch_info["sizes"]}
 
 
 def main(params: dict) -> dict:
@@ -65,12 +75,13 @@ def main(params: dict) -> dict:
     km = read_json(paths.details_file(paths.KMEANS_DIR), "kmeans_centroids")
     metrics["kmeans_centroids"] = {k: km.get(k) for k in ("nmi", "ari", "purity")}
     metrics[DIFFERENCE] = differences(metrics[BASE], metrics[OTHER])
+    metrics["settings"] = settings(params, read_json(paths.FETCH_INFO, "fetch_data"))
     curves = {(n, s, c): read_curve(paths.train_dir(n) / "plots" / "metrics" / s / f"{CURVES[c][n]}.tsv", f"train_{n}")
               for n in paths.MODEL_NAMES for s in SPLITS for c in CURVES}
     save_figure(curves_figure(curves, paths.MODEL_NAMES, list(CURVES), SPLITS), paths.COMPARE_DIR / "curves.png")
     save_figure(confusion_figure(cms, classes), paths.COMPARE_DIR / "confusion_matrices.png")
     write_metrics(paths.COMPARE_DIR, metrics, {DIFFERENCE: metrics[DIFFERENCE]})
-    write_text(paths.COMPARE_DIR / "report.md", report_markdown(metrics, classes, BASE, OTHER))
+    write_text(paths.COMPARE_DIR / "report.md", report_markdown(metrics, classes, BASE, OTHER, metrics["settings"]))
     print(f"test accuracy {BASE} {metrics[BASE]['test']['accuracy']:.4f}, {OTHER} "
           f"{metrics[OTHER]['test']['accuracy']:.4f} (difference {metrics[DIFFERENCE]['test_accuracy']:+.4f})")
     return metrics

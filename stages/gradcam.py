@@ -6,7 +6,7 @@ Writes plots/gradcam/<name>/grid.png (a row per class, gradcam.images_per_class 
 images each: original, predicted-class overlay, true-class overlay; misclassified
 titles in red), plots/gradcam/<name>/details.json (deletion/insertion AUC of the
 predicted-class maps and of a seeded random ranking, averaged over the grid's images) and
-its headline plots/gradcam/<name>/metrics.json (deletion_auc, insertion_auc).
+its headline plots/gradcam/<name>/metrics.json (<name>.deletion_auc, <name>.insertion_auc).
 """
 from study import paths
 from study.data import class_names, load_split, preprocess
@@ -39,7 +39,7 @@ def main(params: dict, name: str) -> dict:
     out = paths.gradcam_dir(name)
     save_figure(fig, out / "grid.png")
     metrics = faithfulness(predict, images, heat_pred, pred, cfg["auc_steps"], seed)
-    write_metrics(out, metrics, pick(metrics, HEADLINE))
+    write_metrics(out, metrics, pick(metrics, HEADLINE), name)
     print(f"{name}: deletion AUC {metrics['deletion_auc']:.3f} (random {metrics['random_deletion_auc']:.3f}), "
           f"insertion AUC {metrics['insertion_auc']:.3f} (random {metrics['random_insertion_auc']:.3f})")
     return metrics

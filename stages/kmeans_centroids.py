@@ -5,7 +5,7 @@ data/train.npz, data/classes.json.
 Writes models/kmeans_centroids.npz (centroids (10, 512) float32, row k = the cluster
 matched to class k by Hungarian assignment), plots/kmeans_centroids/details.json
 (nmi, ari, purity, inertia, centroid_to_class_mean {mean, per_class}) and its headline
-plots/kmeans_centroids/metrics.json (nmi, purity).
+plots/kmeans_centroids/metrics.json (kmeans.nmi, kmeans.purity).
 """
 import numpy as np
 
@@ -51,7 +51,7 @@ def main(params: dict) -> dict:
     centroids, metrics = cluster_metrics(features, y, km.labels_, km.cluster_centers_,
                                          km.inertia_, classes)
     write_npz(paths.CENTROIDS, centroids=centroids)
-    write_metrics(paths.KMEANS_DIR, metrics, pick(metrics, HEADLINE))
+    write_metrics(paths.KMEANS_DIR, metrics, pick(metrics, HEADLINE), "kmeans")
     print(f"kmeans: NMI {metrics['nmi']:.4f}, ARI {metrics['ari']:.4f}, purity {metrics['purity']:.4f}")
     return metrics
 

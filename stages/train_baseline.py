@@ -3,7 +3,7 @@
 Reads params.yaml (top-level training keys), data/{train,val,test}.npz, data/classes.json.
 Writes models/baseline.keras, models/baseline_summary.txt and plots/train_baseline/
 (DVCLive: per-epoch train/val loss and accuracy and learning_rate under plots/metrics/,
-metrics.json with test.accuracy and test.loss, plots/sklearn/confusion_matrix.json).
+metrics.json with baseline.test.accuracy and baseline.test.loss, plots/sklearn/confusion_matrix.json).
 """
 from study.data import class_names, load_split
 from study.io import run_stage

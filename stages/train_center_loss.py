@@ -10,7 +10,7 @@ data/classes.json, models/kmeans_centroids.npz, models/baseline.keras (init = ba
 Writes models/center_loss.keras (the plain base CNN), models/center_loss_summary.txt,
 models/center_loss_centers.npy (final centres (10, 512) float32) and plots/train_center_loss/
 (DVCLive: per-epoch train/val loss, ce, intra, inter, accuracy, intra_dist, inter_dist and
-learning_rate under plots/metrics/, metrics.json with test.accuracy and test.loss,
+learning_rate under plots/metrics/, metrics.json with center_loss.test.accuracy and center_loss.test.loss,
 plots/sklearn/confusion_matrix.json).
 """
 import numpy as np

@@ -9,7 +9,7 @@ Writes under plots/tsne/<name>/:
   surface/<layer>.png  conv layers only: channel-mean maps of a few test images as 3D surfaces
   details.json         {"<layer>": {"knn_accuracy_2d", "knn_accuracy_3d", "knn_accuracy_features",
                         "trustworthiness_2d", "silhouette_2d", "silhouette_features"}}
-  metrics.json         the headline: {"<layer>": {"knn_accuracy_2d"}}
+  metrics.json         the headline: {"<name>": {"<layer>": {"knn_accuracy_2d"}}}
 """
 
 import numpy as np
@@ -39,6 +39,18 @@ def check_knn_k(k: int, n: int) -> None:
     if k > n // 2:
         raise StageError(f"tsne.knn_k = {k} is not allowed; allowed: <= {n // 2} "
                          f"(half of the {n} points in data/activations)")
+
+
+def check_embeddable(name: str, arrays: dict) -> None:
+    """Every analysed layer's activations can be embedded, else a one-line StageError naming the
+    model, the layer and what to do (before any output is written)."""
+    from study.tsne import why_not_embeddable
+    for layer in ANALYSED_LAYERS:
+        why = why_not_embeddable(arrays[layer])
+        if why:
+            raise StageError(f"{paths.activations_file(name)}: layer {layer} of models/{name}.keras cannot be "
+                             f"embedded: {why}; the model has collapsed (see its curves in plots/train_{name}): "
+                             f"retrain it with a lower learning_rate or a longer lr_warmup_epochs")
 
 
 def embed_layer(name: str, layer: str, feats, y, classes, t: dict, seed: int) -> dict[str, float]:
@@ -76,6 +88,7 @@ def main(params: dict, name: str) -> dict:
     arrays, classes = load_activations(name), class_names()
     y = arrays["y"].astype(np.int64)
     check_knn_k(t["knn_k"], len(y))
+    check_embeddable(name, arrays)
     metrics = {}
     for layer in ANALYSED_LAYERS:
         print(f"{name} {layer}: t-SNE of {len(y)} points in {arrays[layer].shape[1]} dims ...", flush=True)
@@ -83,7 +96,8 @@ def main(params: dict, name: str) -> dict:
         print(f"{name} {layer}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics[layer].items()), flush=True)
         if f"surface_{layer}" in arrays:  # conv layers only
             draw_surfaces(name, layer, arrays, classes)
-    write_metrics(paths.tsne_dir(name), metrics, {layer: pick(m, HEADLINE) for layer, m in metrics.items()})
+    write_metrics(paths.tsne_dir(name), metrics, {layer: pick(m, HEADLINE) for layer, m in metrics.items()},
+                  name)
     return metrics
 
 

@@ -14,7 +14,7 @@ from study.model import ANALYSED_LAYERS
 TSNE_KEYS = ("knn_accuracy_2d", "knn_accuracy_3d", "knn_accuracy_features",
              "silhouette_2d", "silhouette_features")
 GRADCAM_KEYS = ("deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc")
-DIFFERENCE = "center_loss_minus_baseline"     # compare's headline section
+DIFFERENCE = "difference"     # compare's headline section: center_loss - baseline
 
 
 def differences(base: dict, other: dict) -> dict:

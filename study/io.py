@@ -78,12 +78,15 @@ def write_json(path, obj) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def write_metrics(folder, details: dict, headline: dict) -> None:
+def write_metrics(folder, details: dict, headline: dict, owner: str | None = None) -> None:
     """A stage's numbers: all of them in <folder>/details.json, and the few a user compares across
-    experiments in <folder>/metrics.json (dvc.yaml's `metrics:`, the columns of `dvc exp show`)."""
+    experiments in <folder>/metrics.json (dvc.yaml's `metrics:`, the columns of `dvc exp show`),
+    under `owner` (the model, or the stage's subject) when given. Metric keys are unique across
+    the pipeline's metrics files, so `dvc exp show` names a column `baseline.test.accuracy`
+    rather than prefixing it with its file's path."""
     from study.paths import details_file, metrics_file
     write_json(details_file(Path(folder)), details)
-    write_json(metrics_file(Path(folder)), headline)
+    write_json(metrics_file(Path(folder)), {owner: headline} if owner else headline)
 
 
 def pick(d: dict, keys) -> dict:

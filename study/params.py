@@ -109,6 +109,7 @@ SCHEMA = {
     "epochs": _int(1, 1_000),         # upper bounds on counts catch typos (5000 for 50) before hours of work
     "batch_size": _int(1, 50_000),   # <= the 50,000 training images
     "batch_norm": _bool,
+    "fused_batch_norm": _bool,
     "augment": _augment,
     "tta": _choice("none", "flip"),
     "devices": _devices,
@@ -192,9 +193,6 @@ def validate(params: dict) -> dict:
         if problem:
             raise ParamsError(f"{PARAMS_FILE}: {key} = {_show(flat[key])} is not allowed; allowed: "
                               + problem.removeprefix("allowed: "))
-    if params["lr_schedule"] == "onecycle" and params["lr_warmup_epochs"] >= params["epochs"]:
-        raise ParamsError(f"{PARAMS_FILE}: lr_warmup_epochs = {params['lr_warmup_epochs']} is not allowed; "
-                          f"allowed: < epochs ({params['epochs']}) with lr_schedule onecycle")
     n, bs = params["devices"], params["batch_size"]
     if not isinstance(n, str) and bs % n:  # n replicas (GPUs, or logical CPU devices); auto is checked when training
         raise ParamsError(f"{PARAMS_FILE}: batch_size = {bs} is not allowed with devices = {n}; allowed: a multiple "

@@ -41,8 +41,14 @@ def details_file(folder: Path) -> Path:
 
 
 def train_metrics(name: str) -> Path:
-    """plots/train_<name>/metrics.json: the `test` section (accuracy, loss); DVCLive's summary while training."""
+    """plots/train_<name>/metrics.json: the `<name>.test` section (accuracy, loss); DVCLive's summary
+    while training."""
     return metrics_file(train_dir(name))
+
+
+def train_details(name: str) -> Path:
+    """plots/train_<name>/details.json: DVCLive's summary (last epoch, time to accuracy, `test`), device."""
+    return details_file(train_dir(name))
 
 
 CENTROIDS = MODELS / "kmeans_centroids.npz"         # centroids (10, 512), matched to classes

@@ -11,8 +11,9 @@ generated page works wherever it is opened or copied), and points DVC at it with
 `dvc config --local plots.html_template` (a path relative to .dvc/). The template
 has no `{scripts}` placeholder, so DVC's CDN <script> tags are dropped. A small
 script in the template shows any script error, rejected vegaEmbed promise or
-failed image load in a red box at the top of the page (id "plot-errors"), and charts are drawn
-as SVG (SVG_DEFAULT).
+failed image load in a red box at the top of the page (id "plot-errors"), charts are drawn
+as SVG (SVG_DEFAULT), and image plots wrap and scale to the window, titled by what they show
+(IMAGE_CSS, IMAGE_TITLES).
 """
 from __future__ import annotations
 
@@ -64,6 +65,40 @@ SVG_DEFAULT = """
 })();
 """
 
+# dvc-render puts each image plot in a no-wrap box (one image per revision, side by side) under its
+# file path: let the revisions wrap and scale each image to its box, so `dvc plots diff a b` fits
+# a 1,400 px window, and title each plot by what it shows (the path stays, smaller).
+IMAGE_CSS = """
+        div[style*="white-space: nowrap"] { white-space: normal !important; display: flex; flex-wrap: wrap;
+            justify-content: center; align-items: flex-start; }
+        div[style*="white-space: nowrap"] > p:first-child { flex-basis: 100%; font-weight: bold; }
+        div[style*="white-space: nowrap"] > p:first-child small { font-weight: normal; color: #555; }
+        div[style*="inline-block"] { flex: 1 1 560px; max-width: 100%; box-sizing: border-box; }
+        div[style*="inline-block"] > p { font-weight: bold; }
+        div[style*="inline-block"] img { max-width: 100%; height: auto; }
+"""
+IMAGE_TITLES = """
+var IMAGE_TITLES = [
+  [/^.*tsne\\/([a-z_]+)\\/3d\\/([a-z0-9_]+)[.]png$/, "$1: 3D t-SNE of $2"],
+  [/^.*tsne\\/([a-z_]+)\\/surface\\/([a-z0-9_]+)[.]png$/, "$1: feature maps of $2 as surfaces"],
+  [/^.*gradcam\\/([a-z_]+)\\/grid[.]png$/, "$1: Grad-CAM heat maps per class"]
+];
+document.addEventListener("DOMContentLoaded", function () {
+  document.querySelectorAll('div[style*="white-space: nowrap"] > p:first-child').forEach(function (p) {
+    var path = p.textContent.trim();
+    for (var i = 0; i < IMAGE_TITLES.length; i++) {
+      if (IMAGE_TITLES[i][0].test(path)) {
+        p.textContent = path.replace(IMAGE_TITLES[i][0], IMAGE_TITLES[i][1]) + " ";
+        var small = document.createElement("small");
+        small.textContent = "(" + path + ")";
+        p.appendChild(small);
+        return;
+      }
+    }
+  });
+});
+"""
+
 PAGE = """<!DOCTYPE html>
 <html>
 <head>
@@ -73,8 +108,9 @@ PAGE = """<!DOCTYPE html>
     <script>%(hook)s</script>
 %(libraries)s
     <script>%(svg)s</script>
+    <script>%(titles)s</script>
     <style>
-        table { border-spacing: 15px; }
+        table { border-spacing: 15px; }%(image_css)s
         #plot-errors { color: #b00; border: 2px solid #b00; padding: 8px; white-space: pre-wrap; }
     </style>
 </head>
@@ -119,7 +155,8 @@ def inline_script(name: str, code: str) -> str:
 def template_html(scripts: dict[str, str]) -> str:
     """The page template with the given {name: JS source} inlined before the plots."""
     libraries = "\n".join(inline_script(name, code) for name, code in scripts.items())
-    return PAGE % {"hook": ERROR_HOOK, "libraries": libraries, "svg": SVG_DEFAULT}
+    return PAGE % {"hook": ERROR_HOOK, "libraries": libraries, "svg": SVG_DEFAULT, "titles": IMAGE_TITLES,
+                   "image_css": IMAGE_CSS}
 
 
 def build(node_modules: Path = NODE_MODULES) -> str:

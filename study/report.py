@@ -55,12 +55,24 @@ def accuracy_sentence(acc: dict[str, float], base: str, other: str) -> str:
             "(`dvc exp run -S seed=...`) would measure the run-to-run spread it must exceed.")
 
 
-def report_markdown(metrics: dict, classes: list[str], base: str, other: str) -> str:
-    """plots/compare/report.md: accuracy difference, metric tables and the figures side by side."""
+def settings_line(s: dict) -> str:
+    """What the two models are: the center-loss variant and its weights, the shared recipe, the data."""
+    cl, sizes = s["center_loss"], s["sizes"]
+    return (f"Settings: center loss `{cl['variant']}` (lambda {cl['lambda']:g}, mu {cl['mu']:g}, "
+            f"alpha {cl['alpha']:g}, init {cl['init']}); both models: {s['epochs']} epochs, "
+            f"{s['optimizer']} at learning rate {s['learning_rate']:g} ({s['lr_schedule']}), batch "
+            f"{s['batch_size']}, augment {s['augment']}, seed {s['seed']}; images: "
+            f"{sizes['train']:,} train, {sizes['val']:,} validation, {sizes['test']:,} test.")
+
+
+def report_markdown(metrics: dict, classes: list[str], base: str, other: str, settings: dict) -> str:
+    """plots/compare/report.md: what is compared (`settings`: settings_line's keys), the accuracy
+    difference, metric tables and the figures side by side."""
     out, names = paths.COMPARE_DIR / "report.md", [base, other]
     m = {n: metrics[n] for n in names}
     acc = {n: m[n]["test"]["accuracy"] for n in names}
-    parts = ["# Baseline vs center loss", "", accuracy_sentence(acc, base, other), "",
+    parts = [f"# Baseline vs center loss (`{settings['center_loss']['variant']}`)", "",
+             settings_line(settings), "", accuracy_sentence(acc, base, other), "",
              "## Test metrics", "",
              table(["metric"] + names,
                    [["test accuracy"] + [m[n]["test"]["accuracy"] for n in names],

@@ -5,8 +5,11 @@ neither removes nor commits it) holds
     state.npz    the trainer's weights (batch-norm statistics and class centres included), the
                  states of its seed generators (dropout) and its optimizer's variables (step count,
                  momenta), in a fixed order
+    curves-<k>/  DVCLive's curves (plots/train_<name>/plots/metrics) after epoch k
     state.json   {"epoch": epochs finished, "epochs": of the run, "fingerprint": ...}
-each written atomically, state.json last. The next run of the stage restores them and starts
+each written atomically, state.json last. The DVCLive folder is an ordinary DVC output (which keeps
+the stage in DVC's run cache), so DVC deletes it before it reruns the stage: the curves of the
+finished epochs come back from this backup. The next run of the stage restores them and starts
 fit() at that epoch when its fingerprint (the training params, the train and validation arrays,
 the initial weights and centres, the code under study/ and stages/) is the same; otherwise the
 backup is discarded and training starts over. Data order and augmentation depend only on the seed
@@ -57,19 +60,34 @@ def fingerprint(params: dict, trainer, arrays: list[np.ndarray], root: Path = Pa
     return h.hexdigest()
 
 
-def save(folder: Path, trainer, epoch: int, epochs: int, print_: str) -> None:
-    """Write the backup after `epoch` finished epochs (of `epochs`)."""
+def curves_dir(folder: Path, epoch: int) -> Path:
+    """<backup>/curves-<epoch>/: the DVCLive curves as they were after `epoch` finished epochs."""
+    return folder / f"curves-{epoch}"
+
+
+def save(folder: Path, trainer, epoch: int, epochs: int, print_: str, curves: Path | None = None) -> None:
+    """Write the backup after `epoch` finished epochs (of `epochs`), with a copy of the `curves`
+    folder (DVCLive's metrics/) when given; older curve copies go once state.json names the new one."""
     from study.io import atomic_path
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / "state.npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, *[np.asarray(v) for v in state_variables(trainer)])
+    if curves is not None and curves.is_dir():
+        kept = curves_dir(folder, epoch)
+        shutil.rmtree(kept, ignore_errors=True)
+        shutil.copytree(curves, kept.with_name(kept.name + ".tmp"), dirs_exist_ok=True)
+        kept.with_name(kept.name + ".tmp").rename(kept)
     write_json(folder / "state.json", {"epoch": epoch, "epochs": epochs, "fingerprint": print_})
+    for old in folder.glob("curves-*"):
+        if old != curves_dir(folder, epoch):
+            shutil.rmtree(old, ignore_errors=True)
 
 
-def restore(folder: Path, trainer, epochs: int, print_: str) -> int:
-    """Load a matching backup into `trainer` (compiled) and return its finished epochs; 0, having
-    discarded any backup, when there is none or it belongs to other params, data or code."""
+def restore(folder: Path, trainer, epochs: int, print_: str, curves: Path | None = None) -> int:
+    """Load a matching backup into `trainer` (compiled), put its curves back into `curves` (when
+    given) and return its finished epochs; 0, having discarded any backup, when there is none or it
+    belongs to other params, data or code."""
     try:
         state = json.loads((folder / "state.json").read_text())
     except (OSError, ValueError):
@@ -85,12 +103,17 @@ def restore(folder: Path, trainer, epochs: int, print_: str) -> int:
             arrays = [f[f"arr_{i}"] for i in range(len(f.files))]
         if [a.shape for a in arrays] != [tuple(v.shape) for v in variables]:
             why = "its variables do not match this model"
+        elif curves is not None and not curves_dir(folder, state["epoch"]).is_dir():
+            why = "its curves are missing"
     if why:
         print(f"{folder}: not resuming ({why}); training from epoch 1")
         discard(folder)
         return 0
     for v, a in zip(variables, arrays):
         v.assign(a)
+    if curves is not None:
+        shutil.rmtree(curves, ignore_errors=True)
+        shutil.copytree(curves_dir(folder, state["epoch"]), curves)
     print(f"{folder}: resuming after epoch {state['epoch']} of {epochs}")
     return int(state["epoch"])
 
@@ -100,11 +123,12 @@ def discard(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def backup_callback(folder: Path, epochs: int, print_: str):
-    """A Keras callback that saves the backup at the end of every epoch."""
+def backup_callback(folder: Path, epochs: int, print_: str, curves: Path | None = None):
+    """A Keras callback that saves the backup (and a copy of the `curves` folder) at the end of
+    every epoch; it must come after the callback that logs the epoch's curves."""
     import keras
 
     class EpochBackup(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            save(folder, self.model, epoch + 1, epochs, print_)
+            save(folder, self.model, epoch + 1, epochs, print_, curves)
     return EpochBackup()

@@ -39,12 +39,13 @@ MODELS = paths.MODEL_NAMES            # ("baseline", "center_loss"): the pair of
 FIRST, SECOND = MODELS
 OUT_DIR = paths.PLOTS / "summary"
 CONFIDENCE = 0.95
-# (key, what it is, file of one model's metrics, path in that JSON, scale to the unit shown)
+# (key, what it is, file of one model's metrics, path in that JSON ({model}: the model's name, the
+# top key of its headline metrics.json), scale to the unit shown)
 QUANTITIES = (
-    ("test_accuracy", "test accuracy (points)", paths.train_metrics, ("test", "accuracy"), 100),
-    ("test_loss", "test cross-entropy", paths.train_metrics, ("test", "loss"), 1),
+    ("test_accuracy", "test accuracy (points)", paths.train_metrics, ("{model}", "test", "accuracy"), 100),
+    ("test_loss", "test cross-entropy", paths.train_metrics, ("{model}", "test", "loss"), 1),
     ("dense_knn_accuracy", f"`{FEATURE_LAYER}` 2D t-SNE kNN accuracy (points)", paths.tsne_metrics,
-     (FEATURE_LAYER, "knn_accuracy_2d"), 100),
+     ("{model}", FEATURE_LAYER, "knn_accuracy_2d"), 100),
     ("dense_silhouette", f"`{FEATURE_LAYER}` 2D t-SNE silhouette", paths.tsne_details,
      (FEATURE_LAYER, "silhouette_2d"), 1),
 )
@@ -213,11 +214,12 @@ def read_experiment(name: str, rev: str, read_bytes) -> Experiment:
             elif hashlib.md5(data).hexdigest() != recorded:
                 exp.missing[model, key] = f"{path} was changed after {stage} wrote it"
             else:
-                value = lookup(json.loads(data), ".".join(where))
+                dotted = ".".join(where).format(model=model)
+                value = lookup(json.loads(data), dotted)
                 if isinstance(value, (int, float)) and math.isfinite(value):
                     exp.values[model, key] = float(value)
                 else:
-                    exp.missing[model, key] = f"{path} has no number at {'.'.join(where)}"
+                    exp.missing[model, key] = f"{path} has no number at {dotted}"
     return exp
 
 

@@ -22,6 +22,8 @@ ONECYCLE_DIV = 25     # onecycle starts at learning_rate / 25 (PyTorch OneCycleL
 # Time to accuracy: when val accuracy first reaches these (keys without dots: DVC splits keys at dots)
 VAL_THRESHOLDS = {"0_80": 0.80, "0_85": 0.85, "0_864": 0.864}
 SGD_MOMENTUM = 0.9
+MIN_STEPS = 1_000     # fewer optimizer steps than this: the network's predictions tend to collapse (docs/experiments.md)
+CHANCE_P = 0.01       # test accuracy not above chance at this significance: the training did not learn
 
 
 def set_seed(seed: int) -> None:
@@ -42,12 +44,18 @@ def lr_for_epoch(epoch: int, params: dict) -> float:
     return lr
 
 
+def warmup_epochs(params: dict) -> float:
+    """The one-cycle warm-up in epochs: lr_warmup_epochs, at most half of the training (so the
+    defaults hold for any `epochs`, down to a one-epoch smoke run)."""
+    return min(params["lr_warmup_epochs"], params["epochs"] / 2)
+
+
 def onecycle(params: dict, steps_per_epoch: int):
     """The per-step one-cycle schedule: linear warm-up from learning_rate / ONECYCLE_DIV to
-    learning_rate over lr_warmup_epochs, then cosine to 0 at the last step (Keras CosineDecay)."""
+    learning_rate over warmup_epochs(), then cosine to 0 at the last step (Keras CosineDecay)."""
     import keras
     lr = params["learning_rate"]
-    warmup = round(params["lr_warmup_epochs"] * steps_per_epoch)
+    warmup = round(warmup_epochs(params) * steps_per_epoch)
     total = params["epochs"] * steps_per_epoch
     if not warmup:
         return keras.optimizers.schedules.CosineDecay(lr, decay_steps=total, alpha=0.0)
@@ -206,6 +214,20 @@ def _callbacks(params, live, elapsed_before: float = 0.0, best_before: float = 0
     return callbacks
 
 
+def training_warnings(steps: int, correct: int, n_test: int, n_classes: int) -> list[str]:
+    """Lines for the log and details.json when a training had fewer than MIN_STEPS optimizer steps,
+    or its test accuracy is not above chance (1/n_classes; one-sided binomial test at CHANCE_P)."""
+    from scipy.stats import binomtest
+    out = []
+    if steps < MIN_STEPS:
+        out.append(f"only {steps} training steps (epochs x training images / batch_size); the pipeline needs "
+                   f"about {MIN_STEPS:,} to learn: raise epochs or data.train_size, or lower batch_size")
+    if n_test and binomtest(correct, n_test, 1 / n_classes, alternative="greater").pvalue > CHANCE_P:
+        out.append(f"test accuracy {correct / n_test:.4f} is at chance level ({1 / n_classes:.2f} for {n_classes} "
+                   f"classes): the model did not learn (too few steps, or a learning rate too high)")
+    return out
+
+
 def device_line() -> str:
     """What a training runs on, for its log and details.json: the GPUs TensorFlow uses, else the
     CPU, and the replicas of the distribution strategy in scope (params' `devices`)."""
@@ -246,7 +268,8 @@ def evaluate_test(model, x: np.ndarray, y: np.ndarray, batch_size: int, tta: str
 def compile_model(trainer, params: dict, steps_per_epoch: int) -> None:
     """Compile with params' optimizer, schedule, weight decay and loss (label smoothing)."""
     trainer.compile(optimizer=make_optimizer(params, steps_per_epoch), loss=cross_entropy(params["label_smoothing"]),
-                    metrics=["accuracy"], jit_compile=False)  # XLA is ~3x slower on CPU here
+                    metrics=["accuracy"], jit_compile=False)  # no XLA: Keras turns it off anyway while
+                                                                 # op determinism is on (set_seed)
 
 
 def read_curve(live_dir, metric: str) -> dict[int, float]:
@@ -301,6 +324,9 @@ def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: li
     check_batch_size(params["batch_size"])
     summary = summary_text(model)  # before compile: no optimizer variables in the counts
     single_device = share_global_batch(model)  # several replicas: batch norm, dropout over the global batch
+    if params["fused_batch_norm"]:
+        from study.fused_batch_norm import enable
+        print(f"{name}: {enable(model)}", flush=True)
     device = device_line()
     print(f"{name}: device {device}", flush=True)
     print(f"{name}: {dtype_policy_line(params['dtype_policy'])}", flush=True)
@@ -311,8 +337,9 @@ def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: li
     compile_model(trainer, params, steps)
     backup = resume.backup_dir(name)
     print_ = resume.fingerprint(params, trainer, [xtr, ytr, xva, yva])
-    start = resume.restore(backup, trainer, epochs, print_)
     live_dir = paths.train_dir(name)
+    curves = live_dir / "plots" / "metrics"
+    start = resume.restore(backup, trainer, epochs, print_, curves)
     if start:
         trim_curves(live_dir, start)
     elapsed_before = read_curve(live_dir, "elapsed_s").get(start - 1, 0.0) if start else 0.0
@@ -320,7 +347,7 @@ def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: li
     with Live(str(live_dir), resume=bool(start), dvcyaml=None, save_dvc_exp=False, report=None) as live:
         live.step = start
         callbacks = [*_callbacks(params, live, elapsed_before, best_before),
-                     resume.backup_callback(backup, epochs, print_)]
+                     resume.backup_callback(backup, epochs, print_, curves)]
         trainer.fit(make_dataset(xtr, ytr, bs, shuffle=True, augment=params["augment"], seed=seed,
                                  epochs=epochs, start_epoch=start),
                     validation_data=make_dataset(xva, yva, bs), epochs=epochs, initial_epoch=start,
@@ -330,6 +357,10 @@ def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: li
         saved = plain_copy(model)  # float32 whatever the dtype policy: the model later stages load
         test = evaluate_test(saved, xte, yte, bs, params["tta"])
         live.summary["test"] = {"accuracy": test["accuracy"], "loss": test["loss"]}
+        live.summary["warnings"] = training_warnings(epochs * steps, int((test["pred"] == yte).sum()), len(yte),
+                                                     len(classes))
+        for line in live.summary["warnings"]:
+            print(f"{name}: warning: {line}", flush=True)
         live.summary["time_to_val_accuracy"] = time_to_val_accuracy(live_dir)
         live.log_sklearn_plot("confusion_matrix", [classes[i] for i in yte],
                               [classes[i] for i in test["pred"]], name="confusion_matrix.json")
@@ -340,10 +371,10 @@ def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: li
     if hasattr(trainer, "centers"):
         write_npy(paths.centers_file(name), np.asarray(trainer.centers, np.float32))
     # DVCLive's summary (last epoch's values, time to accuracy, test) becomes details.json;
-    # metrics.json keeps the headline `test` section only
+    # metrics.json keeps the headline `<name>.test` section only
     policy = model.get_layer("conv2d").dtype_policy.name  # the policy it trained in (auto resolved)
     write_metrics(live_dir, dict(live.summary) | {"device": device, "dtype_policy": policy},
-                  {"test": live.summary["test"]})
+                  {"test": live.summary["test"]}, name)
     resume.discard(backup)
     print(f"{name}: test accuracy {test['accuracy']:.4f}, test loss {test['loss']:.4f}")
     return test

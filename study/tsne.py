@@ -62,6 +62,18 @@ def embed(features: np.ndarray, perplexity: float, n_iter: int, seed: int, early
     return embs, seconds
 
 
+def why_not_embeddable(features: np.ndarray) -> str | None:
+    """Why openTSNE cannot be given these (n, d) features, or None: non-finite values, or points
+    that are all equal (zero variance: its PCA start divides by it, and it may crash the process)."""
+    x = np.asarray(features)
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        return f"{int(bad.sum())} of {len(x)} points have non-finite values"
+    if len(x) and not np.ptp(x, axis=0).any():
+        return f"all {len(x)} points are the same vector (zero variance)"
+    return None
+
+
 def embed_with_params(features: np.ndarray, t: dict, seed: int) -> tuple[dict[int, np.ndarray], dict[str, float]]:
     """embed() at the schedules of params.yaml's `tsne` section `t` (one place maps its keys)."""
     return embed(features, t["perplexity"], t["n_iter"], seed, t["early_exaggeration_iter"],

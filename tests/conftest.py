@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -59,15 +60,16 @@ def cifar_server(tmp_path_factory):
         yield server
 
 
-def dvc(repo: Path, *args: str, check: bool = True, timeout: int = 900, capture: bool = True):
-    """Run `dvc <args>` in repo with the venv's python first on PATH; returns CompletedProcess.
+def dvc(repo: Path, *args: str, check: bool = True, timeout: int = 900, capture: bool = True,
+        env: dict | None = None):
+    """Run `dvc <args>` in repo with the venv's python first on PATH (and `env` added); returns CompletedProcess.
     capture=False sends the output to /dev/null: for `dvc queue start`, whose detached worker
     would keep captured pipes open (and this call waiting) until the queue is done."""
     import os
     import subprocess
     import sys
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
-           "DVC_NO_ANALYTICS": "1", "PYTHONPATH": ""}
+           "DVC_NO_ANALYTICS": "1", "PYTHONPATH": "", **(env or {})}
     out = {"capture_output": True} if capture else {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     r = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env, text=True,
                        timeout=timeout, stdin=subprocess.DEVNULL, **out)
@@ -109,6 +111,87 @@ def pipeline_repo(tmp_path_factory, cifar_server):
     (repo.parent / "repro.log").write_text(run.stdout + run.stderr)   # what a user sees (tests grep it)
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "tiny run")
+    return repo
+
+
+def queue_and_wait(repo, *runs, timeout=2400):
+    """Queue each `dvc exp run` argument list, then run the queue with one worker until no
+    experiment is left queued. The worker exits by itself once the queue is empty; we wait for
+    its process rather than poll `dvc queue status`, whose worker inspection races with a busy
+    worker on DVC's file-system broker and can crash it (treeverse/dvc#10428); a worker that
+    dies that way is started again."""
+    import time
+
+    for args in runs:
+        dvc(repo, "exp", "run", "--queue", *args)
+    deadline = time.monotonic() + timeout
+    for _ in range(3):
+        dvc(repo, "queue", "start", "-j", "1", capture=False, timeout=120)
+        pid = json.loads((repo / ".dvc/tmp/exps/celery/dvc-exp-worker-1.json").read_text())["pid"]
+        while alive(pid):
+            assert time.monotonic() < deadline, "the queue did not finish in time"
+            time.sleep(2)
+        status = dvc(repo, "queue", "status").stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+    assert "Failed" not in status and "Queued" not in status, status
+    return status
+
+
+def alive(pid: int) -> bool:
+    import os
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] == "Z"  # a zombie is gone
+
+
+def exp_metrics(repo):
+    """{experiment ref: (params, {file: metrics})} read straight from each experiment's commit."""
+    out = {}
+    for line in git(repo, "for-each-ref", "--format=%(refname)", "refs/exps").splitlines():
+        if line.count("/") < 4:
+            continue  # refs/exps/exec/*, refs/exps/celery/*: DVC's own bookkeeping
+        params = yaml.safe_load(git(repo, "show", f"{line}:params.yaml"))
+        files = {}
+        tracked = git(repo, "ls-tree", "-r", "--name-only", line, "plots").split()
+        for f in ("plots/train_baseline/metrics.json", "plots/train_center_loss/metrics.json"):
+            if f in tracked:    # a train_baseline-only experiment has no center-loss results at all
+                files[f] = json.loads(git(repo, "show", f"{line}:{f}"))
+        out[line] = (params, files)
+    return out
+
+
+def exp_logs(repo: Path) -> dict[str, str]:
+    """{experiment name: its `dvc queue logs` output} of every queued experiment of the repo."""
+    names = [line.rsplit("/", 1)[-1] for line in git(repo, "for-each-ref", "--format=%(refname)", "refs/exps").splitlines()
+             if line.count("/") >= 4]
+    return {name: dvc(repo, "queue", "logs", name).stdout for name in names}
+
+
+# The variant sweep of the contract: 3 loss variants x 2 seeds, plus a train_baseline-only
+# experiment (seed 3), queued in a copy of pipeline_repo whose run cache is emptied first, so
+# every baseline any of them needs is trained by the sweep itself (seeds 1 and 2: the copy's
+# workspace holds seed 0's results).
+SWEEP_VARIANTS, SWEEP_SEEDS, BASELINE_ONLY_SEED = ("center", "island", "contrastive"), (1, 2), 3
+
+
+@pytest.fixture(scope="session")
+def variant_sweep(pipeline_repo, tmp_path_factory):
+    """A repo where `dvc exp run --queue -S 'center_loss.variant=...' -S 'seed=1,2'` (and one
+    `train_baseline -S seed=3`) ran with `dvc queue start`."""
+    import shutil
+    repo = tmp_path_factory.mktemp("variant_sweep") / "repo"
+    shutil.copytree(pipeline_repo, repo, ignore=shutil.ignore_patterns("tmp"), symlinks=True)
+    for ref in git(repo, "for-each-ref", "--format=%(refname)", "refs/exps").split():
+        git(repo, "update-ref", "-d", ref)  # other tests' experiments
+    git(repo, "checkout", "-q", "--", ".")
+    dvc(repo, "checkout")
+    shutil.rmtree(repo / ".dvc/cache/runs", ignore_errors=True)
+    queue_and_wait(repo, ["-S", f"center_loss.variant={','.join(SWEEP_VARIANTS)}",
+                          "-S", f"seed={','.join(map(str, SWEEP_SEEDS))}"],
+                   ["train_baseline", "-S", f"seed={BASELINE_ONLY_SEED}"])
     return repo
 
 

@@ -19,7 +19,7 @@ CAM = {"deletion_auc": 0.2, "insertion_auc": 0.6, "random_deletion_auc": 0.3,
 
 
 def write_training(name: str, acc: float):
-    """plots/train_<name>/ as DVCLive writes it: 3 epochs of curves, metrics.json, confusion matrix.
+    """plots/train_<name>/ as the training writes it: 3 epochs of DVCLive curves, details.json, confusion matrix.
 
     Test predictions: class 0 all wrong (taken for class 1), every other class all right.
     """
@@ -37,11 +37,14 @@ def write_training(name: str, acc: float):
             live.next_step()
         live.summary["test"] = {"accuracy": acc, "loss": 1.0 - acc}
         live.log_sklearn_plot("confusion_matrix", truth, pred, name="confusion_matrix.json")
+    paths.train_details(name).write_text(json.dumps(dict(live.summary)))   # the training's details.json
 
 
 def write_inputs(inter_scale: dict):
     """Every file compare reads, for both models; dense features with class means spaced by inter_scale."""
     rng = np.random.default_rng(0)
+    paths.FETCH_INFO.parent.mkdir(parents=True, exist_ok=True)
+    paths.FETCH_INFO.write_text(json.dumps({"sizes": {"train": 1200, "val": 50, "test": 60}}))
     for name in paths.MODEL_NAMES:
         write_training(name, ACC[name])
         tsne_dir, cam_dir = paths.tsne_dir(name), paths.gradcam_dir(name)
@@ -65,14 +68,14 @@ def test_compare_writes_every_metric_figure_and_report(workdir):
     result = compare.main(workdir)
     m = json.loads((paths.COMPARE_DIR / "details.json").read_text())
     assert m == json.loads(json.dumps(result))
-    assert set(m) == {"baseline", "center_loss", "kmeans_centroids", "center_loss_minus_baseline"}
-    diff = m["center_loss_minus_baseline"]
+    assert set(m) == {"baseline", "center_loss", "kmeans_centroids", "difference", "settings"}
+    diff = m["difference"]
     assert diff["test_accuracy"] == pytest.approx(0.05) and diff["test_loss"] == pytest.approx(-0.05)
     assert diff["dense_intra_inter_ratio"] == pytest.approx(
         m["center_loss"]["dense"]["intra_inter_ratio"] - m["baseline"]["dense"]["intra_inter_ratio"])
     assert diff["dense_kmeans_nmi"] == pytest.approx(0.0)
     # the headline: only the differences
-    assert json.loads((paths.COMPARE_DIR / "metrics.json").read_text()) == {"center_loss_minus_baseline": diff}
+    assert json.loads((paths.COMPARE_DIR / "metrics.json").read_text()) == {"difference": diff}
     assert m["kmeans_centroids"] == {"nmi": 0.4, "ari": 0.3, "purity": 0.5}
     for name in paths.MODEL_NAMES:
         mm = m[name]
@@ -94,6 +97,17 @@ def test_report_links_figures_and_states_the_difference(workdir):
     write_inputs({"baseline": 1.0, "center_loss": 1.0})
     compare.main(workdir)
     report = (paths.COMPARE_DIR / "report.md").read_text()
+    cl = workdir["center_loss"]
+    assert report.startswith(f"# Baseline vs center loss (`{cl['variant']}`)\n")       # names the variant
+    assert (f"Settings: center loss `{cl['variant']}` (lambda {cl['lambda']:g}, mu {cl['mu']:g}, alpha {cl['alpha']:g}, "
+            f"init {cl['init']}); both models: {workdir['epochs']} epochs, {workdir['optimizer']} at learning rate "
+            f"{workdir['learning_rate']:g} ({workdir['lr_schedule']}), batch {workdir['batch_size']}, augment "
+            f"{workdir['augment']}, seed {workdir['seed']}; images: 1,200 train, 50 validation, 60 test.") in report
+    workdir["center_loss"] = dict(cl, variant="island", mu=0.25)
+    compare.main(workdir)
+    report = (paths.COMPARE_DIR / "report.md").read_text()
+    assert report.startswith("# Baseline vs center loss (`island`)\n") and "mu 0.25," in report
+    assert json.loads((paths.COMPARE_DIR / "details.json").read_text())["settings"]["center_loss"]["variant"] == "island"
     assert "center_loss is 5.00 percentage points higher than baseline" in report
     assert "cannot show whether the difference is significant" in report
     for name in paths.MODEL_NAMES:

@@ -30,7 +30,8 @@ def test_stage_writes_grid_and_metrics(workdir):
     out = paths.gradcam_dir("center_loss")
     on_disk = json.loads((out / "details.json").read_text())
     assert list(on_disk) == METRIC_KEYS and on_disk == metrics
-    assert json.loads((out / "metrics.json").read_text()) == {k: metrics[k] for k in ("deletion_auc", "insertion_auc")}
+    assert json.loads((out / "metrics.json").read_text()) == \
+        {"center_loss": {k: metrics[k] for k in ("deletion_auc", "insertion_auc")}}
     assert on_disk["n_images"] == 10 * workdir["gradcam"]["images_per_class"]
     for key in METRIC_KEYS[:4]:
         assert 0.0 <= on_disk[key] <= 1.0

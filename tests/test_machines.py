@@ -20,7 +20,7 @@ def _experiments(repo):
     for row in json.loads(dvc(repo, "exp", "show", "--json").stdout):
         for exp in row.get("experiments") or []:
             for rev in exp["revs"]:
-                metrics = rev["data"]["metrics"].get("plots/train_baseline/metrics.json", {})
+                metrics = rev["data"]["metrics"].get("plots/train_baseline/metrics.json", {})   # {"baseline": {"test": ...}}
                 out[rev["name"]] = (rev["rev"], metrics.get("data"))
     return out
 

@@ -96,17 +96,14 @@ def test_cross_key_rules():
         validate(p)
 
 
-def test_onecycle_warmup_must_end_before_the_last_epoch():
-    p = _with("lr_schedule", "onecycle")
-    p.update(epochs=3, lr_warmup_epochs=3)
-    with pytest.raises(ParamsError, match=r"^params.yaml: lr_warmup_epochs = 3 is not allowed; allowed: < epochs "
-                                          r"\(3\) with lr_schedule onecycle$"):
-        validate(p)
-    p["lr_warmup_epochs"] = 2.5
-    assert validate(p)["lr_warmup_epochs"] == 2.5
-    p["lr_schedule"] = "step"  # the warm-up is onecycle's only
-    p["lr_warmup_epochs"] = 3
-    assert validate(p)["lr_schedule"] == "step"
+def test_the_defaults_hold_for_any_number_of_epochs():
+    # `dvc exp run -S epochs=1`: the one-cycle warm-up (2 epochs by default) is capped at half the training
+    from study.train import warmup_epochs
+    defaults = load(REPO / "params.yaml")
+    for epochs in (1, 2, 3, 4, 1000):
+        p = validate(dict(defaults, epochs=epochs))
+        assert warmup_epochs(p) == min(defaults["lr_warmup_epochs"], epochs / 2)
+    assert warmup_epochs(dict(defaults, epochs=30)) == defaults["lr_warmup_epochs"]   # the recipe unchanged
 
 
 @pytest.mark.parametrize("given,meant", [(True, "rotate_flip"), (False, "none"), ("crop_flip", "crop_flip")])

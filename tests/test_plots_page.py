@@ -261,3 +261,54 @@ def test_a_missing_library_is_caught(repo, tmp_path):
     ids, parsed, _ = render(plots_show(repo, broken, tmp_path / "page"), tmp_path)
     assert ids and not parsed.drawn
     assert "script error" in parsed.errors and "vegaEmbed" in parsed.errors
+
+
+LAYOUT_PROBE = """<script>
+window.addEventListener("load", function () { setTimeout(function () {
+  var out = {width: window.innerWidth, images: []};
+  document.querySelectorAll("img").forEach(function (img) {
+    var box = img.closest('div[style*="inline-block"]'), r = img.getBoundingClientRect();
+    out.images.push({rev: box ? box.querySelector("p").textContent : null,
+                     plot: box ? box.parentElement.querySelector("p").textContent : null,
+                     right: r.right, width: r.width, loaded: img.naturalWidth > 0});
+  });
+  var pre = document.createElement("pre");
+  pre.id = "layout-probe";
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+}, 3000); });
+</script>"""
+
+
+def test_plots_diff_of_two_variants_names_both_and_fits_the_window(variant_sweep, template, tmp_path):
+    from tests.test_run_cache import sweep_names
+    names = sweep_names(variant_sweep, 1)
+    a, b = names["island"], names["contrastive"]
+    r = subprocess.run(["dvc", "plots", "diff", a, b, "--html-template", str(template), "-o", str(tmp_path / "page")],
+                       cwd=variant_sweep, capture_output=True, text=True, env=dvc_env())
+    assert r.returncode == 0, r.stderr
+    page = tmp_path / "page" / "index.html"
+    probed = tmp_path / "page" / "probed.html"                  # beside it: the images' relative paths hold
+    head, body_end, tail = page.read_text().rpartition("</body>")      # the libraries' code holds the tag too
+    probed.write_text(head + LAYOUT_PROBE + body_end + tail)
+    dom = chromium([f"--virtual-time-budget={VIRTUAL_TIME_MS}", "--window-size=1400,2400", "--dump-dom",
+                    probed.as_uri()], tmp_path / "chrome-profile")
+    ids = re.findall(r"vegaEmbed\('#([^']+)'", page.read_text())
+    parsed = RenderedPlots(ids)
+    parsed.feed(dom)
+    assert parsed.errors == "" and parsed.drawn == set(ids), parsed.errors
+    labelled = labelled_plots(variant_sweep)
+    for key in ("accuracy", "cross_entropy", "center_loss_terms", "plots/tsne/center_loss/2d/dense.tsv",
+                "plots/train_center_loss/plots/sklearn/confusion_matrix.json"):
+        chart = next(i for i in ids if labelled[key]["title"] in parsed.texts[i])
+        assert {a, b} <= set(parsed.texts[chart]), (key, parsed.texts[chart])   # legend / panel titles
+    layout = json.loads(re.search(r'<pre id="layout-probe">(.*?)</pre>', dom, re.S).group(1))
+    assert layout["width"] == 1400
+    shown = {(img["plot"], img["rev"]) for img in layout["images"]}
+    for plot in ("center_loss: Grad-CAM heat maps per class", "baseline: 3D t-SNE of dense",
+                 "center_loss: 3D t-SNE of conv2d_4"):
+        assert {rev for p, rev in shown if p.startswith(plot)} == {a, b}, (plot, shown)
+    assert all(img["loaded"] and img["width"] > 100 for img in layout["images"])
+    assert max(img["right"] for img in layout["images"]) <= 1400                       # nothing cut off
+    chromium([f"--virtual-time-budget={VIRTUAL_TIME_MS}", "--window-size=1400,2400",
+              f"--screenshot={tmp_path / 'diff.png'}", page.as_uri()], tmp_path / "chrome-profile")

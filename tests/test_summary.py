@@ -16,6 +16,7 @@ from tests.conftest import REPO
 
 T_975_4 = 2.7764451051977987   # Student t, 97.5th percentile, 4 degrees of freedom (tables)
 T_975_2 = 4.302652729911275    # ... 2 degrees of freedom
+T_975_1 = 12.706204736174704   # ... 1 degree of freedom
 
 
 def test_describe_mean_and_sample_sd():
@@ -84,11 +85,11 @@ def _experiment_files(acc_b=0.5, acc_c=0.55, center_seed=0):
     """The files of a fake experiment commit: params, dvc.lock and the metrics summary reads."""
     params = {"seed": 0, "epochs": 1}
     metrics = {
-        "plots/train_baseline/metrics.json": {"test": {"accuracy": acc_b, "loss": 1.5}},
-        "plots/train_center_loss/metrics.json": {"test": {"accuracy": acc_c, "loss": 1.4}},
-        "plots/tsne/baseline/metrics.json": {"dense": {"knn_accuracy_2d": 0.4}},
+        "plots/train_baseline/metrics.json": {"baseline": {"test": {"accuracy": acc_b, "loss": 1.5}}},
+        "plots/train_center_loss/metrics.json": {"center_loss": {"test": {"accuracy": acc_c, "loss": 1.4}}},
+        "plots/tsne/baseline/metrics.json": {"baseline": {"dense": {"knn_accuracy_2d": 0.4}}},
         "plots/tsne/baseline/details.json": {"dense": {"knn_accuracy_2d": 0.4, "silhouette_2d": 0.1}},
-        "plots/tsne/center_loss/metrics.json": {"dense": {"knn_accuracy_2d": 0.45}},
+        "plots/tsne/center_loss/metrics.json": {"center_loss": {"dense": {"knn_accuracy_2d": 0.45}}},
         "plots/tsne/center_loss/details.json": {"dense": {"knn_accuracy_2d": 0.45, "silhouette_2d": 0.2}},
     }
     files = {p: json.dumps(m).encode() for p, m in metrics.items()}
@@ -117,7 +118,7 @@ def test_read_experiment_takes_values_only_from_stages_that_ran():
     assert stale.missing["center_loss", "test_accuracy"] == \
         "train_center_loss did not run in this experiment (its plots/train_center_loss/metrics.json is older)"
     edited = _experiment_files()
-    edited["plots/train_baseline/metrics.json"] = b'{"test": {"accuracy": 0.99, "loss": 0.1}}'
+    edited["plots/train_baseline/metrics.json"] = b'{"baseline": {"test": {"accuracy": 0.99, "loss": 0.1}}}'
     exp = summary.read_experiment("e3", "0a1", edited.get)
     assert exp.missing["baseline", "test_accuracy"] == \
         "plots/train_baseline/metrics.json was changed after train_baseline wrote it"
@@ -166,10 +167,11 @@ def test_seed_variants_are_recognised_from_their_training_params():
     assert summary.seed_variant(before_the_key) == ("c. b + per-epoch learning rate", 0.846)
 
 
-def _readme_dvc_commands(start: str, end: str) -> list[list[str]]:
-    """The arguments of each `dvc` command in README from `start` to `end`, as bash expands them
-    (`dvc` is a function printing its arguments, so shell arrays and line continuations are real)."""
-    text = (REPO / "README.md").read_text()
+def _documented_dvc_commands(start: str, end: str) -> list[list[str]]:
+    """The arguments of each `dvc` command in docs/experiments.md from `start` to `end`, as bash
+    expands them (`dvc` is a function printing its arguments, so shell arrays and line
+    continuations are real)."""
+    text = (REPO / "docs/experiments.md").read_text()
     i = text.index(start)
     block = text[i:text.index(end, i)]
     out = subprocess.run(["bash", "-euc", 'dvc() { printf "%s\\n" "$@"; printf "\\0"; }\n' + block],
@@ -188,8 +190,8 @@ def _params_set_by(cmd: list[str]) -> dict:
 def test_readme_seed_recipe_commands_spell_out_every_key_whatever_the_defaults():
     defaults = yaml.safe_load((REPO / "params.yaml").read_text())
     needed = set(summary.SEED_RECIPE) | {"epochs"}
-    [recipe] = _readme_dvc_commands("dvc exp run -n seed-recipe", "```")
-    table = _readme_dvc_commands("seed_recipe=(", "dvc queue start")
+    [recipe] = _documented_dvc_commands("dvc exp run -n original-recipe", "```")
+    table = _documented_dvc_commands("original_recipe=(", "dvc queue start")
     assert [c[c.index("-n") + 1][0] for c in table] == list("abcdef")
     expected = [("c. b + per-epoch learning rate", 0.846)] + [(label, acc) for label, _, acc in summary.SEED_TABLE]
     for cmd, variant in zip([recipe] + table, expected):
@@ -200,109 +202,46 @@ def test_readme_seed_recipe_commands_spell_out_every_key_whatever_the_defaults()
         assert summary.seed_variant(params) == variant
 
 
-def _queue_and_wait(repo, *runs, timeout=2400):
-    """Queue each `dvc exp run` argument list, then run the queue with one worker until no
-    experiment is left queued. The worker exits by itself once the queue is empty; we wait for
-    its process rather than poll `dvc queue status`, whose worker inspection races with a busy
-    worker on DVC's file-system broker and can crash it (treeverse/dvc#10428); a worker that
-    dies that way is started again."""
-    import time
-
-    from tests.conftest import dvc
-    for args in runs:
-        dvc(repo, "exp", "run", "--queue", *args)
-    deadline = time.monotonic() + timeout
-    for _ in range(3):
-        dvc(repo, "queue", "start", "-j", "1", capture=False, timeout=120)
-        pid = json.loads((repo / ".dvc/tmp/exps/celery/dvc-exp-worker-1.json").read_text())["pid"]
-        while _alive(pid):
-            assert time.monotonic() < deadline, "the queue did not finish in time"
-            time.sleep(2)
-        status = dvc(repo, "queue", "status").stdout
-        if "Queued" not in status and "Running" not in status:
-            break
-    assert "Failed" not in status and "Queued" not in status, status
-    return status
-
-
-def _alive(pid: int) -> bool:
-    import os
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return not open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] == "Z"  # a zombie is gone
-
-
-def _exp_metrics(repo):
-    """{experiment ref: (params, {file: metrics})} read straight from each experiment's commit."""
-    from tests.conftest import git
-    out = {}
-    for line in git(repo, "for-each-ref", "--format=%(refname)", "refs/exps").splitlines():
-        if line.count("/") < 4:
-            continue  # refs/exps/exec/*, refs/exps/celery/*: DVC's own bookkeeping
-        params = yaml.safe_load(git(repo, "show", f"{line}:params.yaml"))
-        files = {}
-        tracked = git(repo, "ls-tree", "-r", "--name-only", line, "plots").split()
-        for f in ("plots/train_baseline/metrics.json", "plots/train_center_loss/metrics.json"):
-            if f in tracked:    # a train_baseline-only experiment has no center-loss results at all
-                files[f] = json.loads(git(repo, "show", f"{line}:{f}"))
-        out[line] = (params, files)
-    return out
-
-
 @pytest.mark.slow
-def test_summary_of_queued_seed_experiments(pipeline_repo, cifar_server, tmp_path):
-    import shutil
-
-    from tests.cifar_archive import GOOD_NAME
-    from tests.conftest import dvc, git
-    repo = tmp_path / "repo"
-    shutil.copytree(pipeline_repo, repo, ignore=shutil.ignore_patterns("tmp"), symlinks=True)
-    for ref in git(repo, "for-each-ref", "--format=%(refname)", "refs/exps").split():
-        git(repo, "update-ref", "-d", ref)  # other tests' experiments
-    git(repo, "checkout", "-q", "--", ".")
-    dvc(repo, "checkout")
-    base = yaml.safe_load((repo / "params.yaml").read_text())
-    p1, p2 = base["tsne"]["perplexity"], base["tsne"]["perplexity"] - 5
-    # 3 seeds x 2 perplexities (DVC's sweep syntax), and one baseline-only experiment (seed 3)
-    downloads = cifar_server.hits(f"/{GOOD_NAME}")
-    _queue_and_wait(repo, ["-S", "seed=range(0,3)", "-S", f"tsne.perplexity={p1},{p2}"],
-                    ["train_baseline", "-S", "seed=3"])
-    # each queued experiment runs fetch_data in its own temp workspace: one download in all
-    # (this test's empty KERAS_HOME), the other six copy the kept archive
-    assert cifar_server.hits(f"/{GOOD_NAME}") - downloads == 1
-    direct = _exp_metrics(repo)
-    assert len(direct) == 7
-    assert [p["seed"] for p, f in direct.values() if "plots/train_center_loss/metrics.json" not in f] == [3]
-    groups = {g["params"]["tsne.perplexity"]: g for g in summary.main(["--repo", str(repo), "--out", str(tmp_path / "out")])}
-    assert set(groups) == {p1, p2}
-    for perplexity, g in groups.items():
-        runs = [(p["seed"], f) for p, f in direct.values() if p["tsne"]["perplexity"] == perplexity]
-        full = [(s, f) for s, f in runs if s != 3]
+def test_summary_pairs_each_variant_with_its_seeds_baseline(variant_sweep, tmp_path):
+    from tests.conftest import BASELINE_ONLY_SEED, SWEEP_SEEDS, SWEEP_VARIANTS, exp_metrics
+    direct = exp_metrics(variant_sweep)
+    assert len(direct) == len(SWEEP_VARIANTS) * len(SWEEP_SEEDS) + 1
+    assert [p["seed"] for p, f in direct.values() if "plots/train_center_loss/metrics.json" not in f] == \
+        [BASELINE_ONLY_SEED]
+    out = tmp_path / "out"
+    groups = {g["params"]["center_loss.variant"]: g for g in summary.main(["--repo", str(variant_sweep), "--out", str(out)])}
+    assert set(groups) == set(SWEEP_VARIANTS)                     # one table row per variant
+    for variant, g in groups.items():
+        runs = [(p["seed"], f) for p, f in direct.values() if p["center_loss"]["variant"] == variant]
+        full = [(s, f) for s, f in runs if s != BASELINE_ONLY_SEED]
         assert sorted(g["seeds"]) == sorted(s for s, _ in runs)
-        acc = {m: [f[f"plots/train_{m}/metrics.json"]["test"]["accuracy"] for s, f in (runs if m == "baseline" else full)]
+        acc = {m: [f[f"plots/train_{m}/metrics.json"][m]["test"]["accuracy"] for s, f in (runs if m == "baseline" else full)]
                for m in ("baseline", "center_loss")}
         for m in acc:
             got = g["models"][m]["test_accuracy"]
             assert got["n"] == len(acc[m])
             assert got["mean"] == pytest.approx(np.mean(acc[m])) and got["sd"] == pytest.approx(np.std(acc[m], ddof=1))
-        diffs = [f["plots/train_center_loss/metrics.json"]["test"]["accuracy"]
-                 - f["plots/train_baseline/metrics.json"]["test"]["accuracy"] for _, f in full]
+        diffs = [f["plots/train_center_loss/metrics.json"]["center_loss"]["test"]["accuracy"]
+                 - f["plots/train_baseline/metrics.json"]["baseline"]["test"]["accuracy"] for _, f in full]
         d = g["difference"]["test_accuracy"]
-        half = T_975_2 * np.std(diffs, ddof=1) / math.sqrt(3)
-        assert d["n"] == 3 and d["mean"] == pytest.approx(np.mean(diffs))
+        half = T_975_1 * np.std(diffs, ddof=1) / math.sqrt(2)
+        assert d["n"] == 2 and d["mean"] == pytest.approx(np.mean(diffs))
         if half:
             assert d["ci"] == [pytest.approx(np.mean(diffs) - half), pytest.approx(np.mean(diffs) + half)]
-    # the same seed trains the same models under both perplexities (one machine): equal accuracies
-    assert groups[p1]["difference"]["test_accuracy"]["mean"] == pytest.approx(groups[p2]["difference"]["test_accuracy"]["mean"])
+    # each seed's baseline is one training (restored by the run cache): the same numbers in every variant
+    baselines = {v: sorted((s, json.dumps(f["plots/train_baseline/metrics.json"])) for p, f in direct.values()
+                           for s in [p["seed"]] if p["center_loss"]["variant"] == v and s in SWEEP_SEEDS)
+                 for v in SWEEP_VARIANTS}
+    assert baselines["center"] == baselines["island"] == baselines["contrastive"]
     # the baseline-only experiment: counted for the baseline, incomplete (not stale values) for the rest
-    g = groups[p1]
-    assert g["models"]["baseline"]["test_accuracy"]["n"] == 4 and g["models"]["center_loss"]["test_accuracy"]["n"] == 3
+    g = groups["center"]
+    assert g["models"]["baseline"]["test_accuracy"]["n"] == 3 and g["models"]["center_loss"]["test_accuracy"]["n"] == 2
     lacking = g["incomplete"]["center_loss.test_accuracy"]
     assert len(lacking) == 1 and "train_center_loss did not run in this experiment" in lacking[0]
     assert "baseline.test_accuracy" not in g["incomplete"]
-    text = (tmp_path / "out" / "summary.md").read_text()
-    assert "(n=3 of 4: incomplete)" in text and "## Incomplete" in text
-    assert json.loads((tmp_path / "out" / "summary.json").read_text())["groups"][0]["seeds"]
-    assert (tmp_path / "out" / "strip.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = (out / "summary.md").read_text()
+    assert "(n=2 of 3: incomplete)" in text and "## Incomplete" in text
+    assert "center_loss.variant=island" in text                  # groups are labelled by what varies
+    assert json.loads((out / "summary.json").read_text())["groups"][0]["seeds"]
+    assert (out / "strip.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -3,6 +3,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -46,11 +47,11 @@ def _onecycle_by_hand(step, lr, warmup, total):
     return 0.5 * lr * (1 + math.cos(math.pi * min(step - warmup, total - warmup) / (total - warmup)))
 
 
-@pytest.mark.parametrize("warmup_epochs", [0, 1, 1.5])
+@pytest.mark.parametrize("warmup_epochs", [0, 1, 1.5, 3])
 def test_onecycle_rate_per_step_and_per_epoch(warmup_epochs):
     p = {"learning_rate": 0.2, "lr_schedule": "onecycle", "lr_warmup_epochs": warmup_epochs, "epochs": 4}
     schedule, steps = onecycle(p, steps_per_epoch=10), 10
-    warmup = round(warmup_epochs * steps)
+    warmup = round(min(warmup_epochs, 4 / 2) * steps)         # at most half the training
     got = [float(schedule(i)) for i in range(41)]
     want = [_onecycle_by_hand(i, 0.2, warmup, 40) for i in range(41)]
     assert got == pytest.approx(want, rel=1e-5, abs=1e-7)
@@ -101,12 +102,14 @@ def test_flip_tta_averages_each_image_and_its_mirror():
 def test_baseline_stage_writes_model_metrics_curves_and_confusion(workdir):
     test = _train(workdir)
     live = paths.train_dir("baseline")
-    assert json.loads((live / "metrics.json").read_text()) == {"test": {"accuracy": test["accuracy"],
-                                                                        "loss": test["loss"]}}
+    assert json.loads((live / "metrics.json").read_text()) == {"baseline": {"test": {"accuracy": test["accuracy"],
+                                                                                     "loss": test["loss"]}}}
     metrics = json.loads((live / "details.json").read_text())   # DVCLive's summary, time to accuracy
     assert metrics["test"] == {"accuracy": test["accuracy"], "loss": test["loss"]}
     assert metrics["device"] == f"CPU ({os.cpu_count()} cores; TensorFlow sees no GPU)"   # this machine
     assert metrics["dtype_policy"] == "float32"   # the policy the training used (tiny_params: float32)
+    steps = math.ceil(len(np.load(paths.TRAIN)["y"]) / workdir["batch_size"])    # one epoch
+    assert metrics["warnings"][0].startswith(f"only {steps} training steps")   # a tiny run says it is one
     val_acc = _read_tsv_column(live / "plots/metrics/val/accuracy.tsv", "accuracy")
     assert metrics["time_to_val_accuracy"] == {
         k: ({"epoch": 1, "seconds": _read_tsv_column(live / "plots/metrics/elapsed_s.tsv", "elapsed_s")[0]}
@@ -324,6 +327,7 @@ def test_killed_training_resumes_from_its_last_epoch_to_the_same_weights(tmp_pat
         proc.kill()
     done = json.loads(state.read_text())["epoch"]
     assert 1 <= done < 3 and not paths.model_file("baseline").exists()
+    shutil.rmtree(root / "plots/train_baseline")   # DVC removes a stage's outputs before it reruns it
     r = subprocess.run([sys.executable, "-m", "stages.train_baseline"], cwd=root, text=True,
                        env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, timeout=600)
     assert r.returncode == 0, r.stderr
@@ -361,3 +365,17 @@ def test_a_backup_of_other_params_is_discarded(tmp_path, workdir):
            "training from epoch 1" in r.stdout
     assert "Epoch 1/3" in r.stdout
     assert len(_curves(tmp_path)["plots/train_baseline/plots/metrics/train/accuracy.tsv"]) == 1 + 3
+
+
+def test_a_short_or_chance_level_training_says_so():
+    from study.train import training_warnings
+    assert training_warnings(1_000, 60, 100, 10) == []
+    few = training_warnings(32, 60, 100, 10)
+    assert few == ["only 32 training steps (epochs x training images / batch_size); the pipeline needs about "
+                   "1,000 to learn: raise epochs or data.train_size, or lower batch_size"]
+    # one-sided binomial test against 1/10: 17 of 100 is p = 0.021 (not significant at 0.01), 19 is p = 0.0046
+    chance = training_warnings(5_000, 17, 100, 10)
+    assert chance == ["test accuracy 0.1700 is at chance level (0.10 for 10 classes): the model did not learn "
+                      "(too few steps, or a learning rate too high)"]
+    assert training_warnings(5_000, 19, 100, 10) == []
+    assert training_warnings(5_000, 40, 100, 3) == [chance[0].replace("0.1700", "0.4000").replace("0.10 for 10", "0.33 for 3")]

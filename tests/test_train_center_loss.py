@@ -71,7 +71,7 @@ def test_stages_end_to_end(stage_dir, trained, variant, init):
     model = keras.saving.load_model(paths.model_file("center_loss"))
     assert isinstance(model, keras.Sequential) and model.get_layer("dense").units == 512
     metrics = json.loads((paths.train_dir("center_loss") / "metrics.json").read_text())
-    assert metrics == {"test": {"accuracy": test["accuracy"], "loss": test["loss"]}}  # the headline only
+    assert metrics == {"center_loss": {"test": {"accuracy": test["accuracy"], "loss": test["loss"]}}}  # the headline only
     reloaded = evaluate_test(model, *load_split("test"), params["batch_size"], params["tta"])
     assert reloaded["accuracy"] == test["accuracy"]
     assert reloaded["loss"] == pytest.approx(test["loss"], rel=1e-5)

@@ -67,7 +67,7 @@ def test_extract_then_tsne_writes_points_images_and_metrics(workdir):
     assert not paths.tsne_surface("center_loss", "dense").exists()
     assert json.loads(paths.tsne_details("center_loss").read_text()) == metrics
     assert json.loads(paths.tsne_metrics("center_loss").read_text()) == \
-        {layer: {"knn_accuracy_2d": m["knn_accuracy_2d"]} for layer, m in metrics.items()}
+        {"center_loss": {layer: {"knn_accuracy_2d": m["knn_accuracy_2d"]} for layer, m in metrics.items()}}
     # the synthetic classes differ by colour and stripe: the softmax layer of even an untrained net
     # separates them far better than chance (0.1) in the 512-d features
     assert metrics["dense"]["knn_accuracy_features"] > 0.5
@@ -103,3 +103,35 @@ def test_template_colours_by_class_and_takes_dvc_data():
     assert enc["color"]["field"] == "class" and enc["color"]["type"] == "nominal"
     assert enc["x"]["field"] == "<DVC_METRIC_X>" and enc["y"]["field"] == "<DVC_METRIC_Y>"
     assert t["facet"]["column"]["field"] == "rev"    # revisions side by side in `dvc plots diff`
+
+
+def test_a_collapsed_model_gets_one_line_from_tsne_not_a_crash(workdir):
+    """Every weight zero but the softmax's bias: every analysed layer gives one vector for every
+    image, as a training that diverged to one class does. The stages run as processes, so a
+    signal exit (openTSNE's segfault on zero variance) fails the test instead of killing pytest."""
+    import keras
+
+    from study.model import build_model
+    from tests.conftest import assert_one_line_error, stage_process
+    model = build_model(True)
+    model.set_weights([np.zeros_like(w) for w in model.get_weights()])
+    model.get_layer("dense_1").bias.assign(np.arange(10, dtype="float32"))
+    paths.MODELS.mkdir(exist_ok=True)
+    keras.saving.save_model(model, paths.model_file("center_loss"))
+    from pathlib import Path
+    r = stage_process(Path.cwd(), "extract_activations", "center_loss")
+    assert r.returncode == 0, r.stderr                                  # activations of a collapsed model are data
+    r = stage_process(Path.cwd(), "tsne", "center_loss")
+    assert_one_line_error(r, r"error: data/activations/center_loss.npz: layer conv2d of models/center_loss.keras "
+                             r"cannot be embedded: all 60 points are the same vector \(zero variance\); the model "
+                             r"has collapsed .*lower learning_rate or a longer lr_warmup_epochs")
+    assert not paths.tsne_dir("center_loss").exists()                   # nothing written
+
+
+def test_non_finite_activations_are_named_before_embedding():
+    from study.tsne import why_not_embeddable
+    x = np.random.default_rng(0).normal(size=(50, 4))
+    assert why_not_embeddable(x) is None
+    x[[3, 7], 1] = np.nan
+    assert why_not_embeddable(x) == "2 of 50 points have non-finite values"
+    assert why_not_embeddable(np.ones((5, 3))) == "all 5 points are the same vector (zero variance)"
