@@ -4,9 +4,9 @@ Reads params.yaml (seed, kmeans.n_init, kmeans.max_iter; the training and center
 the report names), data/classes.json, data/fetch.json (split sizes) and, per
 model <name>: plots/train_<name>/details.json (test accuracy, loss),
 plots/train_<name>/plots/metrics/{train,val}/{accuracy,loss|ce}.tsv (DVCLive curves),
-plots/train_<name>/plots/sklearn/confusion_matrix.json, plots/tsne/<name>/metrics.json,
-plots/gradcam/<name>/metrics.json, data/activations/<name>.npz (`dense`, `y`); and
-plots/kmeans_centroids/metrics.json.
+plots/train_<name>/plots/sklearn/confusion_matrix.json, plots/tsne/<name>/details.json,
+plots/gradcam/<name>/details.json, data/activations/<name>.npz (`dense`, `y`); and
+plots/kmeans_centroids/details.json.
 Writes plots/compare/details.json (every number above side by side), its headline
 plots/compare/metrics.json (`difference`: center_loss - baseline), plots/compare/curves.png,
 plots/compare/confusion_matrices.png and plots/compare/report.md (links the

@@ -11,6 +11,8 @@ model from its config, so the saved model is plain Keras.
 """
 from __future__ import annotations
 
+MIN_EPSILON = 1.001e-5   # the fused kernel raises a smaller epsilon to this (cuDNN's minimum)
+
 
 def eligible(layer) -> bool:
     """A BatchNormalization the fused kernel computes exactly: channels-last 4-D input, scale and
@@ -20,8 +22,8 @@ def eligible(layer) -> bool:
         return False
     shape = getattr(layer, "_build_shapes_dict", None) or {}
     rank = len(next(iter(shape.values()))) if shape else None
-    return (rank == 4 and layer.axis in (3, -1) and layer.scale and layer.center
-            and not layer.renorm and not layer.synchronized)
+    return (rank == 4 and layer.axis in (3, -1) and layer.scale and layer.center and not layer.renorm
+            and not layer.synchronized and layer.epsilon >= MIN_EPSILON)
 
 
 def fused_training_step(layer, inputs):
@@ -71,6 +73,8 @@ def enable(model) -> str:
     """Train `model`'s eligible BatchNormalization layers through the fused kernel; return a line
     for the training log saying which layers use it, or why none does."""
     layers = [layer for layer in model.layers if eligible(layer)]
+    if any(getattr(layer, "synchronized", False) for layer in model.layers):
+        return "fused batch norm: not with several replicas (synchronized batch norm: Keras's BatchNormalization)"
     if not layers:
         return "fused batch norm: no eligible layer (Keras's BatchNormalization)"
     why = kernel_runs(layers[0].compute_dtype)

@@ -1,13 +1,15 @@
 """Resumable training: a training stage killed at epoch k continues after its last finished epoch.
 
-After each finished epoch, checkpoints/train_<name>/ (gitignored and not a DVC output, so DVC
+After each finished epoch k, checkpoints/train_<name>/ (gitignored and not a DVC output, so DVC
 neither removes nor commits it) holds
-    state.npz    the trainer's weights (batch-norm statistics and class centres included), the
-                 states of its seed generators (dropout) and its optimizer's variables (step count,
-                 momenta), in a fixed order
-    curves-<k>/  DVCLive's curves (plots/train_<name>/plots/metrics) after epoch k
-    state.json   {"epoch": epochs finished, "epochs": of the run, "fingerprint": ...}
-each written atomically, state.json last. The DVCLive folder is an ordinary DVC output (which keeps
+    epoch-<k>/state.npz  the trainer's weights (batch-norm statistics and class centres included),
+                         the states of its seed generators (dropout) and its optimizer's variables
+                         (step count, momenta), in a fixed order
+    epoch-<k>/curves/    DVCLive's curves (plots/train_<name>/plots/metrics) after epoch k
+    state.json           {"epoch": k, "epochs": of the run, "fingerprint": ...}
+epoch-<k>/ is written whole (a temp folder, then renamed), state.json after it, and the folder of
+the epoch before goes last: a kill at any moment leaves a state.json whose epoch folder is
+complete. The DVCLive folder is an ordinary DVC output (which keeps
 the stage in DVC's run cache), so DVC deletes it before it reruns the stage: the curves of the
 finished epochs come back from this backup. The next run of the stage restores them and starts
 fit() at that epoch when its fingerprint (the training params, the train and validation arrays,
@@ -60,27 +62,27 @@ def fingerprint(params: dict, trainer, arrays: list[np.ndarray], root: Path = Pa
     return h.hexdigest()
 
 
-def curves_dir(folder: Path, epoch: int) -> Path:
-    """<backup>/curves-<epoch>/: the DVCLive curves as they were after `epoch` finished epochs."""
-    return folder / f"curves-{epoch}"
+def epoch_dir(folder: Path, epoch: int) -> Path:
+    """<backup>/epoch-<epoch>/: the state and curves as they were after `epoch` finished epochs."""
+    return folder / f"epoch-{epoch}"
 
 
 def save(folder: Path, trainer, epoch: int, epochs: int, print_: str, curves: Path | None = None) -> None:
-    """Write the backup after `epoch` finished epochs (of `epochs`), with a copy of the `curves`
-    folder (DVCLive's metrics/) when given; older curve copies go once state.json names the new one."""
-    from study.io import atomic_path
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder / "state.npz") as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, *[np.asarray(v) for v in state_variables(trainer)])
+    """Write the backup after `epoch` finished epochs (of `epochs`): the trainer's state and, when
+    given, a copy of the `curves` folder (DVCLive's metrics/); older epochs go once state.json
+    names this one."""
+    done, tmp = epoch_dir(folder, epoch), folder / f".epoch-{epoch}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with open(tmp / "state.npz", "wb") as f:
+        np.savez(f, *[np.asarray(v) for v in state_variables(trainer)])
     if curves is not None and curves.is_dir():
-        kept = curves_dir(folder, epoch)
-        shutil.rmtree(kept, ignore_errors=True)
-        shutil.copytree(curves, kept.with_name(kept.name + ".tmp"), dirs_exist_ok=True)
-        kept.with_name(kept.name + ".tmp").rename(kept)
+        shutil.copytree(curves, tmp / "curves")
+    shutil.rmtree(done, ignore_errors=True)
+    tmp.rename(done)
     write_json(folder / "state.json", {"epoch": epoch, "epochs": epochs, "fingerprint": print_})
-    for old in folder.glob("curves-*"):
-        if old != curves_dir(folder, epoch):
+    for old in folder.glob("epoch-*"):
+        if old != done:
             shutil.rmtree(old, ignore_errors=True)
 
 
@@ -98,12 +100,14 @@ def restore(folder: Path, trainer, epochs: int, print_: str, curves: Path | None
     why = None
     if state.get("fingerprint") != print_ or state.get("epochs") != epochs:
         why = "params, data or code changed since it was written"
+    elif not (epoch_dir(folder, state.get("epoch")) / "state.npz").is_file():
+        why = "its state is missing"
     else:
-        with np.load(folder / "state.npz") as f:
+        with np.load(epoch_dir(folder, state["epoch"]) / "state.npz") as f:
             arrays = [f[f"arr_{i}"] for i in range(len(f.files))]
         if [a.shape for a in arrays] != [tuple(v.shape) for v in variables]:
             why = "its variables do not match this model"
-        elif curves is not None and not curves_dir(folder, state["epoch"]).is_dir():
+        elif curves is not None and not (epoch_dir(folder, state["epoch"]) / "curves").is_dir():
             why = "its curves are missing"
     if why:
         print(f"{folder}: not resuming ({why}); training from epoch 1")
@@ -113,7 +117,7 @@ def restore(folder: Path, trainer, epochs: int, print_: str, curves: Path | None
         v.assign(a)
     if curves is not None:
         shutil.rmtree(curves, ignore_errors=True)
-        shutil.copytree(curves_dir(folder, state["epoch"]), curves)
+        shutil.copytree(epoch_dir(folder, state["epoch"]) / "curves", curves)
     print(f"{folder}: resuming after epoch {state['epoch']} of {epochs}")
     return int(state["epoch"])
 

@@ -1,11 +1,11 @@
 """Results that describe outputs which no longer exist are removed, not left to be misread.
 
-When a stage writes new outputs, every git-tracked result (dvc.yaml's `cache: false` outs:
-metrics, details, curves, figures) of the stages downstream of it was computed from the old
-outputs. `dvc repro` rebuilds them next; `dvc exp run <target>` stops before them, and its
+When a stage writes new outputs, every git-tracked result (dvc.yaml's `cache: false` outs: the
+metrics) of the stages downstream of it was computed from the old outputs. `dvc repro` rebuilds them next; `dvc exp run <target>` stops before them, and its
 experiment would otherwise commit them as if they belonged to it. So they are removed: a number
 in an experiment comes from that experiment's run or is absent (`dvc status` lists the stages
-to rerun). Data and models (cached outs) stay: dvc.lock records what they are.
+to rerun). Cached outs stay: dvc.lock records what they are. A stage restored from DVC's run
+cache runs no process, so it removes nothing (docs/pipeline.md, "No stale rows").
 """
 from __future__ import annotations
 

@@ -79,7 +79,7 @@ def _train(root, devices: int, stages=("train_baseline", "kmeans_centroids", "tr
                            capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stderr
         log += r.stdout
-    return {m: (json.loads((root / f"plots/train_{m}/metrics.json").read_text())["test"],
+    return {m: (json.loads((root / f"plots/train_{m}/metrics.json").read_text())[m]["test"],
                 json.loads((root / f"plots/train_{m}/details.json").read_text()))
             for m in ("baseline", "center_loss")}, log
 

@@ -10,6 +10,7 @@ are run.sh's own tests' business.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import re
 import shlex
@@ -181,6 +182,17 @@ def _exp_run_problems(args, where: str, tmp_path: Path) -> list[str]:
     return problems
 
 
+@contextlib.contextmanager
+def _dvc_logger_off():
+    """Logging off for the block: DVC's handlers may hold a stream pytest has closed."""
+    import logging
+    logging.disable(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
 def command_problems(block: str, where: str, tmp_path: Path) -> list[str]:
     """'where: command: why' for each command of a bash block that would not run as written."""
     from dvc.cli import DvcParserError, parse_args
@@ -197,7 +209,8 @@ def command_problems(block: str, where: str, tmp_path: Path) -> list[str]:
             continue
         if argv[0] == "dvc":
             try:
-                args = parse_args(argv[1:])
+                with _dvc_logger_off():   # its parser logs refusals to handlers an earlier in-process DVC set up
+                    args = parse_args(argv[1:])
             except (SystemExit, DvcParserError):
                 problems.append(f"{line}: DVC's parser refuses it")
                 continue

@@ -82,3 +82,25 @@ def test_fingerprint_follows_params_data_weights_and_code(tmp_path):
     assert resume.fingerprint(params, trainer, [x2, y], tmp_path) != base
     (tmp_path / "study" / "m.py").write_text("A = 2\n")
     assert resume.fingerprint(params, trainer, [x, y], tmp_path) != base
+
+
+def test_a_kill_while_the_next_epoch_is_saved_resumes_from_the_last_complete_one(tmp_path, capsys):
+    params = dict(tiny_params(), epochs=3)
+    folder = tmp_path / "backup"
+    first, second = _trainer("baseline", params), _trainer("baseline", params)
+    for t in (first, second):
+        t.optimizer.build(t.trainable_variables)              # as after a fit: the optimizer's state exists
+    second.get_layer("dense_1").bias.assign(np.ones(10, "float32"))
+    resume.save(folder, first, 1, 3, "print-a")
+    resume.save(folder, second, 2, 3, "print-a")
+    assert sorted(p.name for p in folder.iterdir()) == ["epoch-2", "state.json"]      # epoch 1's folder gone
+    # killed after epoch 2's folder was renamed into place but before state.json named it
+    resume.save(folder, first, 1, 3, "print-a")
+    (folder / "epoch-2").mkdir()
+    (folder / "epoch-2" / "state.npz").write_bytes(b"half written")
+    fresh = _trainer("baseline", params)
+    assert resume.restore(folder, fresh, 3, "print-a") == 1
+    np.testing.assert_array_equal(np.asarray(fresh.get_layer("dense_1").bias), np.zeros(10))   # epoch 1's
+    (folder / "epoch-1" / "state.npz").unlink()                                          # a damaged backup
+    assert resume.restore(folder, _trainer("baseline", params), 3, "print-a") == 0 and not folder.exists()
+    assert "not resuming (its state is missing); training from epoch 1" in capsys.readouterr().out
