@@ -55,8 +55,10 @@ def matmul_peak(dtype: str, n: int = 2048, repeats: int = 5) -> float:
 
 def peak_line(model, step_seconds: float, batch_size: int, dtype: str) -> str:
     """'training step X GFLOP/s = Y% of this CPU's measured peak (Z GFLOP/s, <dtype> matmul)'."""
-    flops = training_flops(model) * batch_size / step_seconds
-    peak = matmul_peak("bfloat16" if "bfloat16" in dtype else "float32")
-    return (f"training step {flops / 1e9:.1f} GFLOP/s ({training_flops(model) / 1e6:.1f} MFLOP per image) = "
+    per_image = training_flops(model)
+    flops = per_image * batch_size / step_seconds
+    peak_dtype = "bfloat16" if "bfloat16" in dtype else "float32"
+    peak = matmul_peak(peak_dtype)
+    return (f"training step {flops / 1e9:.1f} GFLOP/s ({per_image / 1e6:.1f} MFLOP per image) = "
             f"{100 * flops / peak:.0f}% of this machine's measured peak, {peak / 1e9:.1f} GFLOP/s "
-            f"({'bfloat16' if 'bfloat16' in dtype else 'float32'} matmul)")
+            f"({peak_dtype} matmul)")
