@@ -65,7 +65,8 @@ def main(params: dict) -> dict:
         init_weights(model, cl["init"])
         trainer = CenterLossTrainer(model, centroids, cl["variant"], cl["lambda"], cl["mu"], cl["alpha"],
                                     params["label_smoothing"])
-        return train_and_evaluate(NAME, model, params, splits, classes, trainer=trainer)
+        return train_and_evaluate(NAME, model, params, splits, classes, trainer=trainer,
+                                  fresh=cl["init"] != BASELINE)
 
 
 if __name__ == "__main__":

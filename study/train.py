@@ -65,17 +65,19 @@ def onecycle(params: dict, steps_per_epoch: int):
 
 def make_optimizer(params: dict, steps_per_epoch: int):
     """adam | sgd (momentum 0.9, Nesterov) | rmsprop at params' learning rate (a per-step
-    schedule for onecycle), with decoupled weight decay on kernels (not biases, not batch norm)."""
+    schedule for onecycle), with decoupled weight decay on kernels (not biases, not batch norm) and,
+    with ema_momentum > 0, Keras's weight EMA (the fit ends with the averaged weights)."""
     import keras
     name = params["optimizer"]
     lr = onecycle(params, steps_per_epoch) if params["lr_schedule"] == "onecycle" else params["learning_rate"]
     kw = {"weight_decay": params["weight_decay"]} if params["weight_decay"] else {}
+    ema = {"use_ema": True, "ema_momentum": params["ema_momentum"]} if params["ema_momentum"] else {}
     if name == "sgd":
-        opt = keras.optimizers.SGD(lr, momentum=SGD_MOMENTUM, nesterov=True, **kw)
+        opt = keras.optimizers.SGD(lr, momentum=SGD_MOMENTUM, nesterov=True, **kw, **ema)
     elif name == "rmsprop":
-        opt = keras.optimizers.RMSprop(lr, **kw)
+        opt = keras.optimizers.RMSprop(lr, **kw, **ema)
     else:
-        opt = keras.optimizers.Adam(lr, **kw)
+        opt = keras.optimizers.Adam(lr, **kw, **ema)
     if kw:
         opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     return opt
@@ -126,27 +128,39 @@ def random_rotate(images, degrees: float, seed):
     return keras.ops.image.affine_transform(images, transform, interpolation="bilinear", fill_mode="reflect")
 
 
-def augment_batch(images, kind: str, seed):
+def augment_batch(images, kind: str, seed, flip=None):
     """params' `augment` on a float image batch, drawn from a (2,) stateless seed: rotate_flip
-    (+-ROTATION_DEGREES, the seed's variant d) or crop_flip (shift by up to CROP_PAD px), then a
-    horizontal flip of each image with probability 1/2."""
+    (+-ROTATION_DEGREES, the original study's variant d) or crop_flip (shift by up to CROP_PAD px),
+    then a horizontal flip of each image with probability 1/2, or of the images where the (B,)
+    bool `flip` is true."""
     import tensorflow as tf
     move_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     moved = random_rotate(images, ROTATION_DEGREES, move_seed) if kind == "rotate_flip" \
         else random_shift(images, CROP_PAD, move_seed)
-    flip = tf.random.stateless_uniform([tf.shape(images)[0]], flip_seed) < 0.5
+    if flip is None:
+        flip = tf.random.stateless_uniform([tf.shape(images)[0]], flip_seed) < 0.5
     return tf.where(flip[:, None, None, None], tf.reverse(moved, axis=[2]), moved)
 
 
+def alternating_flips(n: int, seed: int) -> np.ndarray:
+    """(n,) bool: which images alternating_flip mirrors in even epochs (a random half, from the
+    seed); odd epochs mirror the others, so each image is seen both ways in every two epochs."""
+    return np.random.default_rng([seed, 2]).random(n) < 0.5
+
+
 def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool = False,
-                 augment: str = "none", seed: int = 0, epochs: int = 1, start_epoch: int = 0):
+                 augment: str = "none", seed: int = 0, epochs: int = 1, start_epoch: int = 0,
+                 alternating_flip: bool = False):
     """A tf.data pipeline of (float images, labels) batches. shuffle: epochs start_epoch..epochs-1
     back to back, each in its epoch_orders() order (fit with steps_per_epoch); else one pass in
-    order. Batch i of the run (counted from epoch 0) is augmented with the stateless seed (seed, i)."""
+    order. Batch i of the run (counted from epoch 0) is augmented with the stateless seed (seed, i);
+    alternating_flip: its flips are alternating_flips() in even epochs and their complement in odd."""
     import tensorflow as tf
     images, labels = tf.constant(x), tf.constant(y.astype("int32"))
     order = epoch_orders(len(x), epochs, seed)[start_epoch:] if shuffle else np.arange(len(x))[None]
-    first = start_epoch * math.ceil(len(x) / batch_size) if shuffle else 0
+    steps = math.ceil(len(x) / batch_size)
+    first = start_epoch * steps if shuffle else 0
+    base_flips = tf.constant(alternating_flips(len(x), seed))
     batches = len(order) * math.ceil(len(x) / batch_size)
     ds = tf.data.Dataset.from_tensor_slices(order).flat_map(
         lambda idx: tf.data.Dataset.from_tensor_slices(idx).batch(batch_size)).enumerate(first)
@@ -155,7 +169,8 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool
     def load(i, idx):
         batch = preprocess(tf.gather(images, idx))
         if augment != "none":
-            batch = augment_batch(batch, augment, tf.stack([tf.constant(seed, tf.int64), i]))
+            flip = tf.not_equal(tf.gather(base_flips, idx), (i // steps) % 2 == 1) if alternating_flip else None
+            batch = augment_batch(batch, augment, tf.stack([tf.constant(seed, tf.int64), i]), flip)
         return batch, tf.gather(labels, idx)
     return ds.map(load, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
@@ -252,13 +267,23 @@ def keras_verbosity() -> int:
     return 1 if sys.stdout.isatty() else 2
 
 
+def tta_views(images: np.ndarray, tta: str) -> list[np.ndarray]:
+    """The views of a float (N, H, W, C) batch whose predictions params' `tta` averages: none: the
+    images; flip: and their mirror images; flip_shift: both, each also shifted one pixel up-left
+    and one down-right (reflected border)."""
+    views = [images] if tta == "none" else [images, images[:, :, ::-1]]
+    if tta == "flip_shift":
+        for v in views[:2]:
+            padded = np.pad(v, [(0, 0), (1, 1), (1, 1), (0, 0)], mode="reflect")
+            views += [padded[:, :-2, :-2], padded[:, 2:, 2:]]
+    return views
+
+
 def evaluate_test(model, x: np.ndarray, y: np.ndarray, batch_size: int, tta: str = "none") -> dict:
-    """Test accuracy, cross-entropy and predictions of a model that outputs probabilities;
-    tta = flip averages the probabilities of each image and its mirror image."""
-    images = preprocess(x)
-    probs = model.predict(images, batch_size=batch_size, verbose=0)
-    if tta == "flip":
-        probs = (probs + model.predict(images[:, :, ::-1], batch_size=batch_size, verbose=0)) / 2
+    """Test accuracy, cross-entropy and predictions of a model that outputs probabilities,
+    averaged over params' `tta` views (tta_views)."""
+    views = tta_views(preprocess(x), tta)
+    probs = sum(model.predict(v, batch_size=batch_size, verbose=0) for v in views) / len(views)
     pred = probs.argmax(1)
     p_true = np.clip(probs[np.arange(len(y)), y.astype(int)], 1e-7, 1.0)
     return {"accuracy": float((pred == y).mean()), "loss": float(-np.log(p_true).mean()),
@@ -305,15 +330,17 @@ def trim_curves(live_dir, steps: int) -> None:
             csv.writer(f, delimiter="\t", lineterminator="\n").writerows(kept)
 
 
-def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: list[str], trainer=None) -> dict:
+def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: list[str], trainer=None,
+                       fresh: bool = True) -> dict:
     """Fit `trainer` (default: `model`), test `model` once, and write the stage's outputs:
     plots/train_<name>/ (DVCLive, written each epoch: curves, and metrics.json holding the last
     epoch's values until the end, then the headline `test` section; details.json), and atomically
     models/<name>.keras, models/<name>_summary.txt and, for a trainer that keeps class centres
     (center loss), models/<name>_centers.npy.
 
-    `trainer` is a keras.Model that wraps `model` with extra loss terms (center loss). A run
-    killed after epoch k resumes from the backup of epoch k (study.resume). Returns the test metrics.
+    `trainer` is a keras.Model that wraps `model` with extra loss terms (center loss). A `fresh`
+    model (not fine-tuned) starts from params' whiten_init / dirac_init. A run killed after epoch k
+    resumes from the backup of epoch k (study.resume). Returns the test metrics.
     """
     import keras
     from dvclive import Live
@@ -332,6 +359,10 @@ def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: li
     print(f"{name}: {dtype_policy_line(params['dtype_policy'])}", flush=True)
     trainer = trainer or model
     (xtr, ytr), (xva, yva), (xte, yte) = splits["train"], splits["val"], splits["test"]
+    if fresh:
+        from study.initializers import initialize
+        for line in initialize(model, params, xtr):
+            print(f"{name}: {line}", flush=True)
     seed, bs, epochs = params["seed"], params["batch_size"], params["epochs"]
     steps = math.ceil(len(xtr) / bs)
     compile_model(trainer, params, steps)
@@ -349,7 +380,7 @@ def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: li
         callbacks = [*_callbacks(params, live, elapsed_before, best_before),
                      resume.backup_callback(backup, epochs, print_, curves)]
         trainer.fit(make_dataset(xtr, ytr, bs, shuffle=True, augment=params["augment"], seed=seed,
-                                 epochs=epochs, start_epoch=start),
+                                 epochs=epochs, start_epoch=start, alternating_flip=params["alternating_flip"]),
                     validation_data=make_dataset(xva, yva, bs), epochs=epochs, initial_epoch=start,
                     steps_per_epoch=steps, callbacks=callbacks, verbose=keras_verbosity(),
                     shuffle=False)  # the dataset orders itself, per epoch (epoch_orders)

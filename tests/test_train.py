@@ -379,3 +379,88 @@ def test_a_short_or_chance_level_training_says_so():
                       "(too few steps, or a learning rate too high)"]
     assert training_warnings(5_000, 19, 100, 10) == []
     assert training_warnings(5_000, 40, 100, 3) == [chance[0].replace("0.1700", "0.4000").replace("0.10 for 10", "0.33 for 3")]
+
+
+def _flipped_per_image(x, batches):
+    """{image index: mirrored?} of crop_flip batches whose labels are the image indices."""
+    seen = {}
+    for images, labels in batches:
+        pixels = np.round(images.numpy() * 255).astype(np.uint8)
+        for out, i in zip(pixels, labels.numpy()):
+            seen[int(i)] = _shift_and_flip(x[i], out, 4)[2]
+    return seen
+
+
+def test_alternating_flip_mirrors_each_image_in_every_other_epoch():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(40, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(40, dtype=np.uint8)
+    ds = make_dataset(x, y, 16, shuffle=True, augment="crop_flip", seed=4, epochs=3, alternating_flip=True)
+    batches = list(ds)
+    per_epoch = [_flipped_per_image(x, batches[e * 3:(e + 1) * 3]) for e in range(3)]
+    assert 10 < sum(per_epoch[0].values()) < 30                                   # a random half first
+    assert all(per_epoch[1][i] != per_epoch[0][i] == per_epoch[2][i] for i in range(40))
+    random = [_flipped_per_image(x, list(make_dataset(x, y, 16, shuffle=True, augment="crop_flip", seed=4,
+                                                      epochs=3))[e * 3:(e + 1) * 3]) for e in range(3)]
+    assert any(random[1][i] == random[0][i] for i in range(40))               # control: at random, not always
+    # off (the default): the same batches as before the option existed (no flip mask given)
+    plain = make_dataset(x, y, 16, shuffle=True, augment="crop_flip", seed=4, epochs=3)
+    order = np.random.default_rng([4, 0]).permutation(40)[:16]
+    import tensorflow as tf
+    from study.train import augment_batch
+    want = augment_batch(tf.constant(x[order] / np.float32(255)), "crop_flip", tf.constant([4, 0], tf.int64))
+    assert np.array_equal(next(iter(plain))[0].numpy(), want.numpy())
+    # a resumed run (start_epoch 1) sees the same flips in its epochs as the whole run
+    resumed = list(make_dataset(x, y, 16, shuffle=True, augment="crop_flip", seed=4, epochs=3, start_epoch=1,
+                                alternating_flip=True))
+    assert all(np.array_equal(a[0].numpy(), b[0].numpy()) for a, b in zip(resumed, batches[3:]))
+
+
+def test_weight_ema_ends_with_the_average_of_the_raw_weights_and_off_means_no_average():
+    import keras
+    x = np.random.default_rng(0).normal(size=(32, 3)).astype("float32")
+    y = (x @ np.array([1.0, -2.0, 0.5], "float32"))[:, None]
+    raw = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raw.append(self.model.get_weights()[0].copy())
+
+    def fit(ema):
+        keras.utils.set_random_seed(0)
+        net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, use_bias=False)])
+        opt = make_optimizer({"optimizer": "sgd", "learning_rate": 0.05, "lr_schedule": "none", "weight_decay": 0,
+                              "ema_momentum": ema}, steps_per_epoch=4)
+        net.compile(optimizer=opt, loss="mse")
+        raw.clear()
+        net.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False, callbacks=[Record()])
+        return opt, net.get_weights()[0]
+
+    opt, final = fit(0.0)
+    assert not opt.use_ema and np.array_equal(final, raw[-1])          # off: the last step's weights
+    opt, final = fit(0.75)
+    average = raw[0]                                                     # Keras: the first step copies
+    for w in raw[1:]:
+        average = 0.75 * average + 0.25 * w
+    assert opt.use_ema and np.allclose(final, average, atol=1e-6) and not np.allclose(final, raw[-1], atol=1e-3)
+
+
+def test_flip_shift_tta_averages_six_views():
+    from study.train import tta_views
+    images = np.random.default_rng(0).random((2, 32, 32, 3)).astype("float32")
+    views = tta_views(images, "flip_shift")
+    mirror = images[:, :, ::-1]
+    assert len(views) == 6 and np.array_equal(views[1], mirror)
+    assert np.array_equal(views[2][:, 1:, 1:], images[:, :-1, :-1])     # one pixel down-right of the image...
+    assert np.array_equal(views[3][:, :-1, :-1], images[:, 1:, 1:])     # ...and up-left
+    assert np.array_equal(views[5][:, :-1, :-1], mirror[:, 1:, 1:])
+    assert [len(tta_views(images, t)) for t in ("none", "flip")] == [1, 2]
+
+
+def test_tricks_on_train_and_say_so(workdir, capsys):
+    workdir.update(whiten_init=True, dirac_init=True, alternating_flip=True, ema_momentum=0.9, tta="flip_shift")
+    test = _train(workdir)
+    out = capsys.readouterr().out
+    assert "baseline: whiten_init: conv2d's first 54 filters whiten 3x3 patches (200 training images)" in out
+    assert "baseline: dirac_init: conv2d_1, conv2d_2, conv2d_3, conv2d_4 start as the identity" in out
+    assert math.isfinite(test["loss"])
