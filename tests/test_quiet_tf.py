@@ -58,3 +58,60 @@ def test_a_traceback_and_a_progress_line_still_reach_stderr_in_order():
     assert r.returncode == 1
     assert r.stderr.startswith(b"progress 50%\rprogress 100%\nTraceback (most recent call last):")
     assert r.stderr.endswith(b"RuntimeError: a real failure\n")           # drained at exit
+
+
+def _stage_like(code: str, **kw):
+    """Run `code` after `import study, tensorflow` (the filter on), as a stage would; bytes out."""
+    return subprocess.run([sys.executable, "-c", "import study, os, sys, tensorflow\n" + code], cwd=REPO,
+                          capture_output=True, timeout=300, env={"PATH": "/usr/bin:/bin", "HOME": "/tmp", **kw})
+
+
+def test_a_line_before_an_abort_exit_or_kill_is_not_lost():
+    """What TensorFlow's LOG(FATAL) does (a line, then abort), and other sudden ends."""
+    for end, code in (("os.abort()", -6), ("os._exit(3)", 3), ("os.kill(os.getpid(), 9)", -9)):
+        r = _stage_like(f"os.write(2, b'F0000 fatal.cc:1] Check failed: the last words\\n')\n{end}\n")
+        assert r.returncode == code and r.stderr.endswith(b"Check failed: the last words\n"), (end, r.stderr)
+    r = _stage_like("os.write(2, b'partial, no newline')\nos.abort()\n")
+    assert r.stderr.endswith(b"partial, no newline")
+
+
+def test_a_faulthandler_dump_and_raw_bytes_pass_unchanged():
+    r = _stage_like("os.write(2, b'\\xff\\xfe not utf-8\\n')\nimport ctypes\nctypes.string_at(0)\n",
+                    PYTHONFAULTHANDLER="1")
+    assert r.returncode == -11 and b"\xff\xfe not utf-8\n" in r.stderr
+    assert b"Fatal Python error: Segmentation fault" in r.stderr and b'File "<string>", line 4' in r.stderr
+
+
+def test_a_large_write_holding_the_gil_does_not_hang():
+    # ctypes.PyDLL calls libc's write without releasing the GIL: a filter thread could not drain the pipe
+    r = _stage_like("import ctypes\nbuf = b'x' * 300_000 + b'\\n'\n"
+                    "assert ctypes.PyDLL(None).write(2, buf, len(buf)) == len(buf)\nprint('done')\n")
+    assert r.returncode == 0 and r.stdout == b"done\n" and r.stderr.count(b"x") == 300_000
+
+
+def test_a_vanished_stderr_reader_does_not_hang_the_stage():
+    code = ("import study, sys, time, tensorflow\nfor i in range(2000):\n"
+            "    try:\n        print('line', i, file=sys.stderr, flush=True)\n"
+            "    except BrokenPipeError:\n        break\n    time.sleep(0.001)\nprint('ended', i, flush=True)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"})
+    proc.stderr.readline()
+    proc.stderr.close()                      # the reader of the real stderr goes away
+    out, _ = proc.communicate(timeout=120)   # without a hang
+    assert out.startswith(b"ended ") and int(out.split()[1]) < 1999   # the stage saw its writes fail, as without
+
+
+def test_ctrl_c_to_the_process_group_still_gets_the_stage_s_last_line_out():
+    import os
+    import signal
+    import time
+    code = ("import study, sys, time, tensorflow\nprint('ready', flush=True)\ntry:\n    time.sleep(60)\n"
+            "except KeyboardInterrupt:\n    print('error: interrupted by Ctrl-C', file=sys.stderr)\n    sys.exit(1)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"}, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert proc.stdout.readline() == b"ready\n"
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)       # a terminal's Ctrl-C reaches the filter process too
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and err.endswith(b"error: interrupted by Ctrl-C\n"), err
