@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 import re
 import reprlib
+import sys
 from pathlib import Path
 
-import yaml
 
 PARAMS_FILE = Path("params.yaml")
 MAX_BYTES = 1 << 20       # params.yaml is a page of text; anything larger is not ours
@@ -41,9 +41,17 @@ def _int(lo=None, hi=None, null=False):
     return check
 
 
+def _finite(v) -> bool:
+    """A finite int or float; an int too large for a float (400 digits) is not."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
 def _float(lo=None, hi=None, lo_open=False):
     def check(v):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not _finite(v):
             return "a finite number" + _range_text(lo, hi, lo_open)
         if lo is not None and (v < lo or (lo_open and v == lo)):
             return "a number" + _range_text(lo, hi, lo_open)
@@ -87,7 +95,7 @@ def _md5(v):
 
 
 def _url(v):
-    if not (isinstance(v, str) and v.strip()):
+    if not (isinstance(v, str) and v.strip()) or any(ord(c) < 32 or ord(c) == 127 for c in v):
         return "an http(s):// URL, a file:// URL or a local path"
     scheme = v.split("://", 1)[0].lower() if "://" in v else ""
     if scheme not in ("", "http", "https", "file"):
@@ -224,48 +232,6 @@ def validate(params: dict) -> dict:
     return params
 
 
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2 floats and duplicate keys refused.
-
-    PyYAML follows YAML 1.1, where `1e-05` (as `dvc exp run -S learning_rate=1e-5` writes
-    it) and `1E-3` are strings; DVC (ruamel, YAML 1.2) reads them as numbers. Here every
-    YAML 1.2 float form is a float, as DVC sees it. A key given twice (YAML says keys
-    are unique; PyYAML keeps the last silently) is an error naming the key.
-    """
-
-
-_FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)?\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                        |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
-                        |[-+]?\.(?:inf|Inf|INF)
-                        |\.(?:nan|NaN|NAN))$""", re.X)
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:float"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
-
-
-class _DuplicateKey(Exception):
-    """A mapping gives one key twice: (key, line)."""
-
-
-def _map(loader, node):
-    """A mapping node as a dict, refusing duplicate keys (built in two steps, as PyYAML does)."""
-    data, seen = {}, set()
-    yield data
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            continue
-        key = loader.construct_object(key_node, deep=True)
-        if isinstance(key, (str, int, float, bool)) or key is None:
-            if key in seen:
-                raise _DuplicateKey(key, key_node.start_mark.line + 1)
-            seen.add(key)
-    data.update(loader.construct_mapping(node))
-
-
-_Loader.add_constructor("tag:yaml.org,2002:map", _map)
-
-
 def _read_text(path: Path) -> str:
     """The file's text; every way it can be unreadable is a one-line ParamsError."""
     try:
@@ -286,16 +252,28 @@ def _read_text(path: Path) -> str:
 
 
 def parse(text: str, path: str | Path = PARAMS_FILE):
-    """YAML text -> Python values, numbers as DVC reads them; ParamsError on anything unreadable."""
+    """YAML text -> Python values exactly as DVC reads params (ruamel.yaml's safe loader, YAML 1.2:
+    `1e-05` is a number, `010` is 10, `1:30` a string); ParamsError on anything unreadable,
+    including a key given twice and an integer too long for Python to convert."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.constructor import DuplicateKeyError
+    from ruamel.yaml.error import YAMLError
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 (_Loader is a SafeLoader)
-    except yaml.YAMLError as e:
-        raise ParamsError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    except _DuplicateKey as e:
-        key, line = e.args
-        raise ParamsError(f"{path}: key {_show(key)} is given twice (line {line}); keep one") from None
+        return YAML(typ="safe").load(text)
+    except DuplicateKeyError as e:
+        key = re.search(r'duplicate key "(.*?)" with value', str(e.problem))
+        raise ParamsError(f"{path}: key {_show(key.group(1) if key else '?')} is given twice "
+                          f"(line {e.problem_mark.line + 1}); keep one") from None
+    except YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ParamsError(f"{path}: not valid YAML ({' '.join(str(what).split())[:200]}{where})") from None
     except RecursionError:
         raise ParamsError(f"{path}: nested too deeply to be a params file") from None
+    except ValueError:  # an integer longer than Python converts (sys.get_int_max_str_digits())
+        raise ParamsError(f"{path}: holds an integer of more than {sys.get_int_max_str_digits()} digits; "
+                          f"not a params file value") from None
 
 
 def load(path: str | Path = PARAMS_FILE) -> dict:

@@ -1,5 +1,6 @@
 """study.params: every class of invalid value fails with one line naming key, value and what is allowed."""
 import copy
+import re
 import subprocess
 import sys
 
@@ -158,3 +159,38 @@ def test_unreadable_params_file_is_one_line_in_every_stage(tmp_path, write, line
         r = stage_process(tmp_path, stage, sys_tmp=sys_tmp, timeout=120)
         assert_one_line_error(r, line)
     assert tree(tmp_path) == {} and list(sys_tmp.iterdir()) == []
+
+
+def test_values_read_exactly_as_dvc_reads_them():
+    from dvc.utils.serialize import parse_yaml
+    text = "a: 010\nb: 1:30\nc: .\nd: -.\ne: 1e-05\nf: .5\ng: 0o10\nh: yes\ni: 1_000\nj: 0x1F\nk: ~\nl: 1E3\n"
+    assert parse(text) == parse_yaml(text, "params.yaml")       # DVC's own reader of params files
+    assert parse(text)["a"] == 10 and parse(text)["b"] == "1:30" and parse(text)["c"] == "."
+
+
+@pytest.mark.parametrize("key,value,line", [
+    ("learning_rate", ".", r"learning_rate = '\.' is not allowed; allowed: a finite number in \(0, 10\]"),
+    ("learning_rate", "-.", r"learning_rate = '-\.' is not allowed; allowed: a finite number in \(0, 10\]"),
+    ("learning_rate", "1" * 400, r"learning_rate = 1111.* is not allowed; allowed: a finite number in \(0, 10\]"),
+    ("epochs", "1:30", r"epochs = '1:30' is not allowed; allowed: an integer in \[1, 1000\]"),
+    ("epochs", "1" * 5000, r"holds an integer of more than 4300 digits; not a params file value"),
+    ("seed", "010", None),                                     # 10, as DVC reads it: valid
+])
+def test_odd_numbers_are_valid_or_one_line(tmp_path, key, value, line):
+    text = re.sub(rf"(?m)^{key}: .*$", f"{key}: {value}", PARAMS_TEXT)
+    (tmp_path / "params.yaml").write_text(text)
+    if line is None:
+        assert load(tmp_path / "params.yaml")[key] == 10
+        return
+    with pytest.raises(ParamsError) as e:
+        load(tmp_path / "params.yaml")
+    assert re.search(line, str(e.value)) and "\n" not in str(e.value)
+
+
+def test_a_url_with_a_control_character_is_one_line():
+    p = tiny_params()
+    p["data"]["url"] = "https://example.org/cifar.tar.gz\nrm -rf /"
+    with pytest.raises(ParamsError) as e:
+        validate(p)
+    assert str(e.value).startswith("params.yaml: data.url = 'https://example.org/cifar.tar.gz\\nrm -rf /' is not allowed")
+    assert "\n" not in str(e.value)
