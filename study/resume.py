@@ -86,10 +86,47 @@ def save(folder: Path, trainer, epoch: int, epochs: int, print_: str, curves: Pa
             shutil.rmtree(old, ignore_errors=True)
 
 
+def _read_state(path: Path, variables: list) -> tuple[list[np.ndarray] | None, str | None]:
+    """The arrays of a state.npz checked against the variables they restore (count, shape, dtype;
+    no pickled objects), or (None, why not)."""
+    import zipfile
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if not isinstance(f, np.lib.npyio.NpzFile):
+                return None, "its state is not an .npz archive"
+            arrays = [f[f"arr_{i}"] for i in range(len(f.files))]
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        return None, f"its state cannot be read: {type(e).__name__}"
+    want = [(tuple(v.shape), np.dtype(getattr(v.dtype, "name", v.dtype))) for v in variables]
+    if [(a.shape, a.dtype) for a in arrays] != want:
+        return None, "its variables do not match this model"
+    return arrays, None
+
+
+def _curves_problem(folder: Path, epoch: int) -> str | None:
+    """Why a backup's DVCLive curves (TSV: a header with `step`, then one row per finished epoch
+    before `epoch`) cannot be restored, or None."""
+    import csv
+    if not folder.is_dir():
+        return "its curves are missing"
+    for tsv in folder.rglob("*.tsv"):
+        try:
+            with open(tsv, newline="") as f:
+                rows = list(csv.reader(f, delimiter="\t"))
+            step = rows[0].index("step")
+            if any(len(r) != len(rows[0]) or not 0 <= int(r[step]) < epoch or
+                   not all(np.isfinite(float(x)) for i, x in enumerate(r) if i != step and x)
+                   for r in rows[1:]):
+                raise ValueError
+        except (OSError, ValueError, IndexError, UnicodeDecodeError, csv.Error):
+            return f"its curve {tsv.relative_to(folder)} is damaged"
+    return None
+
+
 def restore(folder: Path, trainer, epochs: int, print_: str, curves: Path | None = None) -> int:
     """Load a matching backup into `trainer` (compiled), put its curves back into `curves` (when
-    given) and return its finished epochs; 0, having discarded any backup, when there is none or it
-    belongs to other params, data or code."""
+    given) and return its finished epochs; 0, having discarded any backup, when there is none, it
+    belongs to other params, data or code, or any part of it is damaged (one line says why)."""
     try:
         state = json.loads((folder / "state.json").read_text())
     except (OSError, ValueError):
@@ -97,29 +134,29 @@ def restore(folder: Path, trainer, epochs: int, print_: str, curves: Path | None
         return 0
     trainer.optimizer.build(trainer.trainable_variables)
     variables = state_variables(trainer)
-    why = None
-    if state.get("fingerprint") != print_ or state.get("epochs") != epochs:
+    epoch = state.get("epoch") if isinstance(state, dict) else None
+    arrays, why = None, None
+    if not isinstance(state, dict) or state.get("fingerprint") != print_ or state.get("epochs") != epochs:
         why = "params, data or code changed since it was written"
-    elif not (epoch_dir(folder, state.get("epoch")) / "state.npz").is_file():
+    elif isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch <= epochs:
+        why = f"its epoch {str(epoch)[:20]!r} is not one of 1..{epochs}"
+    elif not (epoch_dir(folder, epoch) / "state.npz").is_file():
         why = "its state is missing"
     else:
-        with np.load(epoch_dir(folder, state["epoch"]) / "state.npz") as f:
-            arrays = [f[f"arr_{i}"] for i in range(len(f.files))]
-        if [a.shape for a in arrays] != [tuple(v.shape) for v in variables]:
-            why = "its variables do not match this model"
-        elif curves is not None and not (epoch_dir(folder, state["epoch"]) / "curves").is_dir():
-            why = "its curves are missing"
+        arrays, why = _read_state(epoch_dir(folder, epoch) / "state.npz", variables)
+        if not why and curves is not None:
+            why = _curves_problem(epoch_dir(folder, epoch) / "curves", epoch)
     if why:
-        print(f"{folder}: not resuming ({why}); training from epoch 1")
+        print(f"{folder}: not resuming ({why}); discarded it, training from epoch 1", flush=True)
         discard(folder)
         return 0
     for v, a in zip(variables, arrays):
         v.assign(a)
     if curves is not None:
         shutil.rmtree(curves, ignore_errors=True)
-        shutil.copytree(epoch_dir(folder, state["epoch"]) / "curves", curves)
-    print(f"{folder}: resuming after epoch {state['epoch']} of {epochs}")
-    return int(state["epoch"])
+        shutil.copytree(epoch_dir(folder, epoch) / "curves", curves)
+    print(f"{folder}: resuming after epoch {epoch} of {epochs}")
+    return epoch
 
 
 def discard(folder: Path) -> None:

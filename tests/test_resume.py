@@ -54,7 +54,7 @@ def test_a_backup_of_another_training_is_discarded(tmp_path, capsys):
     resume.save(folder, trainer, 1, 2, "print-a")
     assert resume.restore(folder, _trainer("baseline", params), 2, "print-b") == 0
     assert not folder.exists()
-    assert "not resuming (params, data or code changed since it was written); training from epoch 1" in \
+    assert "not resuming (params, data or code changed since it was written); discarded it, training from epoch 1" in \
         capsys.readouterr().out
     resume.save(folder, trainer, 1, 2, "print-a")
     assert resume.restore(folder, _trainer("baseline", params), 3, "print-a") == 0   # other epoch count
@@ -103,4 +103,82 @@ def test_a_kill_while_the_next_epoch_is_saved_resumes_from_the_last_complete_one
     np.testing.assert_array_equal(np.asarray(fresh.get_layer("dense_1").bias), np.zeros(10))   # epoch 1's
     (folder / "epoch-1" / "state.npz").unlink()                                          # a damaged backup
     assert resume.restore(folder, _trainer("baseline", params), 3, "print-a") == 0 and not folder.exists()
-    assert "not resuming (its state is missing); training from epoch 1" in capsys.readouterr().out
+    assert "not resuming (its state is missing); discarded it, training from epoch 1" in capsys.readouterr().out
+
+
+def _damage_state(folder, how):
+    state = folder / "epoch-1" / "state.npz"
+    if how == "truncated":
+        state.write_bytes(state.read_bytes()[:1000])
+    elif how == "empty":
+        state.write_bytes(b"")
+    elif how in ("object", "strings"):
+        with np.load(state) as f:
+            arrays = [f[k] for k in f.files]
+        arrays[0] = np.array([{"a": 1}], dtype=object) if how == "object" else np.full(arrays[0].shape, "x")
+        np.savez(state, *arrays)
+    elif how == "float64":
+        with np.load(state) as f:
+            arrays = [f[k] for k in f.files]
+        np.savez(state, *[a.astype(np.float64) if a.dtype == np.float32 else a for a in arrays])
+
+
+def _damage_json(folder, how):
+    state = json.loads((folder / "state.json").read_text())
+    value = {"abc": "abc", "99": 99, "-3": -3, "0": 0, "true": True, "1.0": 1.0}.get(how)
+    if how == "list":
+        (folder / "state.json").write_text("[1, 2]")
+        return
+    (folder / "state.json").write_text(json.dumps(state | {"epoch": value}))
+
+
+def _damage_curves(folder, how):
+    curves = folder / "epoch-1" / "curves"
+    tsv = next(curves.rglob("*.tsv"))
+    text = {"emptied": "", "text": "step\taccuracy\n0\tabc\n", "late step": "step\taccuracy\n7\t0.5\n",
+            "nan": "step\taccuracy\n0\tnan\n", "ragged": "step\taccuracy\n0\n"}[how]
+    tsv.write_text(text)
+
+
+@pytest.fixture(scope="module")
+def built_trainer():
+    """One compiled baseline with its optimizer built (as after a fit), shared: restore only assigns."""
+    trainer = _trainer("baseline", dict(tiny_params(), epochs=2))
+    trainer.optimizer.build(trainer.trainable_variables)
+    return trainer
+
+
+@pytest.mark.parametrize("damage,how,why", [
+    (_damage_state, "truncated", "its state cannot be read: BadZipFile"),
+    (_damage_state, "empty", "its state cannot be read: "),
+    (_damage_state, "object", "its state cannot be read: ValueError"),        # pickled objects are refused
+    (_damage_state, "strings", "its variables do not match this model"),
+    (_damage_state, "float64", "its variables do not match this model"),
+    (_damage_json, "abc", "its epoch 'abc' is not one of 1..2"),
+    (_damage_json, "99", "its epoch '99' is not one of 1..2"),
+    (_damage_json, "-3", "its epoch '-3' is not one of 1..2"),
+    (_damage_json, "0", "its epoch '0' is not one of 1..2"),
+    (_damage_json, "true", "its epoch 'True' is not one of 1..2"),
+    (_damage_json, "1.0", "its epoch '1.0' is not one of 1..2"),
+    (_damage_json, "list", "params, data or code changed since it was written"),
+    (_damage_curves, "emptied", "its curve "),
+    (_damage_curves, "text", "its curve "),
+    (_damage_curves, "late step", "its curve "),
+    (_damage_curves, "nan", "its curve "),
+    (_damage_curves, "ragged", "its curve "),
+])
+def test_a_damaged_backup_is_one_line_discarded_and_training_starts_over(tmp_path, capsys, built_trainer,
+                                                                          damage, how, why):
+    folder, curves = tmp_path / "backup", tmp_path / "live" / "plots" / "metrics"
+    (curves / "train").mkdir(parents=True)
+    (curves / "train" / "accuracy.tsv").write_text("step\taccuracy\n0\t0.5\n")
+    resume.save(folder, built_trainer, 1, 2, "print-a", curves)
+    assert resume.restore(folder, built_trainer, 2, "print-a", curves) == 1   # control: the backup is good
+    resume.save(folder, built_trainer, 1, 2, "print-a", curves)
+    capsys.readouterr()
+    damage(folder, how)
+    assert resume.restore(folder, built_trainer, 2, "print-a", curves) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and f"not resuming ({why}" in out[0] and out[0].endswith(
+        "; discarded it, training from epoch 1"), out
+    assert not folder.exists()

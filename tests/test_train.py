@@ -362,7 +362,7 @@ def test_a_backup_of_other_params_is_discarded(tmp_path, workdir):
                        env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "checkpoints/train_baseline: not resuming (params, data or code changed since it was written); " \
-           "training from epoch 1" in r.stdout
+           "discarded it, training from epoch 1" in r.stdout
     assert "Epoch 1/3" in r.stdout
     assert len(_curves(tmp_path)["plots/train_baseline/plots/metrics/train/accuracy.tsv"]) == 1 + 3
 
