@@ -5,7 +5,8 @@ data.timeout, data.retries) and the archive at data.url (https/http URL: downloa
 or plain path: copied), in both cases into data/.tmp-fetch_data-*/, where its md5 is computed
 over the very bytes that are then parsed. A verified download is kept in Keras's datasets folder
 (~/.keras/datasets, study.download.kept_archive), so the next run on this machine (another seed,
-a queued experiment) copies it from there instead of downloading again.
+a queued experiment) copies it from there instead of downloading again; a temp file a killed run
+left there is removed by the next run (study.download.remove_stale_temps).
 Writes data/train.npz, data/val.npz, data/test.npz (x uint8 (N, 32, 32, 3), y uint8 (N,)),
 data/classes.json (the 10 class names, index = label) and data/fetch.json (source url, md5,
 archive size, split sizes, per-class counts). The outputs appear together or not at all:

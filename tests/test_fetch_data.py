@@ -4,15 +4,19 @@ server that never answers, malicious / malformed pickles, sizes the archive lack
 one-line StageError naming the cause and leaves no output and no temp file behind."""
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import pickle
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from fnmatch import fnmatch
 from pathlib import Path
 
 import numpy as np
@@ -571,3 +575,190 @@ def test_a_damaged_kept_copy_is_downloaded_again(tmp_path, monkeypatch, cifar_se
 def test_a_local_archive_is_not_copied_to_the_machine_cache(fetchdir, cifar_server):
     run_fetch(fetchdir, url=str(cifar_server.archive_path), md5=cifar_server.md5)
     assert not download.kept_archive(cifar_server.md5).parent.exists()
+
+
+# ---------------------------------------------------------------- local disk errors; the cache's temp files
+
+def _put_kept(md5: str, data: bytes) -> Path:
+    """`data` as the kept copy of `md5`, as an earlier run on this machine leaves it; returns its path."""
+    kept = download.kept_archive(md5)
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    kept.write_bytes(data)
+    return kept
+
+
+def _cache_files() -> list[str]:
+    """Names of the files in the kept archives' folder, hidden temp files included."""
+    folder = download.kept_archive("0" * 32).parent
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+_WITH_FILE_LIMIT = """
+import resource, runpy, signal, sys
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+runpy.run_module("stages.fetch_data", run_name="__main__", alter_sys=True)
+"""
+
+
+def _fetch_with_file_limit(root: Path, sys_tmp: Path, max_bytes: int) -> subprocess.CompletedProcess:
+    """The stage as a process whose files cannot grow past `max_bytes`: a write beyond that fails
+    with a real EFBIG (File too large), as on a file system or quota that is too small."""
+    return subprocess.run([sys.executable, "-c", _WITH_FILE_LIMIT, str(max_bytes)], cwd=root,
+                          env=_stage_env(sys_tmp), capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize("source", ["kept_copy", "http_download", "local_file"])
+def test_a_disk_error_writing_the_copy_is_local_not_retried_and_keeps_the_kept_copy(tmp_path, cifar_server, source):
+    archive, md5 = cifar_server.archive_bytes, cifar_server.md5
+    name = f"efbig-{source}.tar.gz"
+    url = cifar_server.publish(name, archive)
+    kept = download.kept_archive(md5)
+    if source == "kept_copy":
+        _put_kept(md5, archive)
+    elif source == "local_file":
+        (tmp_path / name).write_bytes(archive)
+        url = name
+    sys_tmp = tmp_path / "systmp"
+    sys_tmp.mkdir()
+    _write_params(tmp_path, url=url, md5=md5, retries=3)
+    r = _fetch_with_file_limit(tmp_path, sys_tmp, len(archive) // 2)
+    copy = kept.name if source == "kept_copy" else name
+    assert_one_line_error(r, rf"error: local disk: writing data/\.tmp-fetch_data-\w+/{re.escape(copy)} "
+                             r"failed \(File too large\)")
+    assert "retrying" not in r.stderr
+    assert cifar_server.hits(f"/files/{name}") == {"kept_copy": 0, "http_download": 1, "local_file": 0}[source]
+    assert _cache_files() == ([kept.name] if source == "kept_copy" else [])
+    if source == "kept_copy":
+        assert md5_file(kept) == md5          # a good kept copy survives a disk error
+    assert list((tmp_path / "data").iterdir()) == [] and list(sys_tmp.iterdir()) == []
+
+
+class _FailingDisk(io.RawIOBase):
+    """A file whose every read fails as on a failing disk (EIO)."""
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+
+def test_an_unreadable_kept_copy_is_local_and_left_in_place(fetchdir, cifar_server, monkeypatch):
+    url = cifar_server.publish("eio.tar.gz", cifar_server.archive_bytes)
+    kept = _put_kept(cifar_server.md5, cifar_server.archive_bytes)
+    real_open = open
+
+    def open_failing_kept(path, mode="r", *args, **kw):
+        if Path(path) == kept and "r" in mode:
+            return io.BufferedReader(_FailingDisk())
+        return real_open(path, mode, *args, **kw)
+
+    monkeypatch.setattr(download, "open", open_failing_kept, raising=False)  # study.download's open() only
+    msg = fail_fetch(fetchdir, "^local disk: ", url=url, md5=cifar_server.md5, retries=3)
+    assert msg == (f"local disk: reading the kept copy {kept} failed (Input/output error); "
+                   "it is left as is (delete it to download the archive again)")
+    assert cifar_server.hits("/files/eio.tar.gz") == 0
+    assert _cache_files() == [kept.name] and md5_file(kept) == cifar_server.md5
+
+
+def test_control_a_reset_connection_is_still_blamed_on_data_url_and_retried(fetchdir, cifar_server, monkeypatch):
+    # the same kind of exception (an OSError) as the disk errors above, from the network side
+    import http.client
+
+    def reset(self, n=-1):
+        raise ConnectionResetError(errno.ECONNRESET, os.strerror(errno.ECONNRESET))
+
+    monkeypatch.setattr(http.client.HTTPResponse, "read1", reset)
+    url = cifar_server.publish("reset.tar.gz", cifar_server.archive_bytes)
+    msg = fail_fetch(fetchdir, "^data.url: ", url=url, md5=cifar_server.md5, retries=3)
+    assert msg == (f"data.url: download from {url} failed (ConnectionResetError: [Errno {errno.ECONNRESET}] "
+                   f"{os.strerror(errno.ECONNRESET)}) (3 attempts)")
+    assert cifar_server.hits("/files/reset.tar.gz") == 3
+    assert _cache_files() == []
+
+
+def test_a_cache_that_cannot_be_written_only_warns_and_leaves_no_temp_file(fetchdir, cifar_server, monkeypatch,
+                                                                          capsys):
+    def copy_part_then_disk_full(src, dst, **kw):
+        Path(dst).write_bytes(Path(src).read_bytes()[:1000])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(shutil, "copyfile", copy_part_then_disk_full)
+    url = cifar_server.publish("nospace.tar.gz", cifar_server.archive_bytes)
+    info = run_fetch(fetchdir, url=url, md5=cifar_server.md5)
+    assert info["sizes"] == {"train": 200, "val": 50, "test": 100}
+    kept = download.kept_archive(cifar_server.md5)
+    assert capsys.readouterr().err == (f"warning: local disk: could not keep a copy of the archive at {kept} "
+                                       "(No space left on device); the next run downloads it again\n")
+    assert kept.parent.is_dir() and _cache_files() == []
+
+
+_KILLED_WHILE_KEEPING = """
+import os, runpy, shutil, signal
+from pathlib import Path
+
+def copy_half_then_die(src, dst, **kw):  # kill -9 halfway through the copy into the cache
+    data = Path(src).read_bytes()
+    with open(dst, "wb") as f:
+        f.write(data[: len(data) // 2])
+    os.kill(os.getpid(), signal.SIGKILL)
+
+shutil.copyfile = copy_half_then_die
+runpy.run_module("stages.fetch_data", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_kill_9_while_keeping_a_copy_leaves_a_temp_file_the_next_run_removes(tmp_path, cifar_server):
+    md5, n = cifar_server.md5, len(cifar_server.archive_bytes)
+    url = cifar_server.publish("kill9-keep.tar.gz", cifar_server.archive_bytes)
+    sys_tmp = tmp_path / "systmp"
+    sys_tmp.mkdir()
+    _write_params(tmp_path, url=url, md5=md5)
+    killed = subprocess.run([sys.executable, "-c", _KILLED_WHILE_KEEPING], cwd=tmp_path, env=_stage_env(sys_tmp),
+                            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    kept = download.kept_archive(md5)
+    [left] = _cache_files()                   # a partial copy under a temp name, never the kept name
+    assert fnmatch(left, download.KEPT_TEMP_GLOB) and left.startswith(f".{kept.name[:-len('.gz')]}.")
+    assert (kept.parent / left).stat().st_size == n // 2
+    r = stage_process(tmp_path, "fetch_data", sys_tmp=sys_tmp)
+    assert r.returncode == 0, r.stderr
+    assert _cache_files() == [kept.name] and md5_file(kept) == md5
+    assert cifar_server.hits("/files/kill9-keep.tar.gz") == 2
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == sorted(p.name for p in OUTPUT_FILES)
+    assert list(sys_tmp.iterdir()) == []
+
+
+def test_only_unlocked_temp_files_of_kept_archives_are_removed(tmp_path):
+    import fcntl
+    names = {"dead": ".cifar-10-python-aa.tar.k1x2.tmp.gz", "live": ".cifar-10-python-bb.tar.k3x4.tmp.gz",
+             "kept": "cifar-10-python-cc.tar.gz", "keras": "cifar-10-batches-py.tar.gz", "other": ".x.k5.tmp.gz"}
+    for n in names.values():
+        (tmp_path / n).write_bytes(b"partial")
+    (tmp_path / ".cifar-10-python-dd.tar.k6.tmp.gz").mkdir()   # not a file: left alone
+    with open(tmp_path / names["live"], "rb") as writer:        # as keep_copy holds it while it writes
+        fcntl.flock(writer, fcntl.LOCK_EX)                      # (flock: per open file, so also in-process)
+        assert download.remove_stale_temps(tmp_path) == [tmp_path / names["dead"]]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == sorted(
+        n for k, n in names.items() if k != "dead")
+    assert download.remove_stale_temps(tmp_path) == [tmp_path / names["live"]]  # unlocked: the only difference
+
+
+def test_a_copy_being_kept_is_not_removed_by_another_runs_cleanup(fetchdir, cifar_server, monkeypatch):
+    real_copy, seen = shutil.copyfile, []
+
+    def copy_while_another_run_starts(src, dst, **kw):
+        real_copy(src, dst)
+        seen.append((_cache_files(), download.remove_stale_temps(Path(dst).parent)))
+        return dst
+
+    monkeypatch.setattr(shutil, "copyfile", copy_while_another_run_starts)
+    url = cifar_server.publish("live.tar.gz", cifar_server.archive_bytes)
+    run_fetch(fetchdir, url=url, md5=cifar_server.md5)
+    [(during, removed)] = seen
+    assert len(during) == 1 and fnmatch(during[0], download.KEPT_TEMP_GLOB) and removed == []
+    kept = download.kept_archive(cifar_server.md5)
+    assert _cache_files() == [kept.name] and md5_file(kept) == cifar_server.md5
