@@ -47,7 +47,11 @@ def read_model(name: str, classes: list[str], params: dict) -> tuple[dict, np.nd
     """One model's comparison metrics and test confusion matrix, from the files its stages wrote."""
     from study.compare import confusion_matrix, model_metrics
     live = paths.train_dir(name)
-    cm = confusion_matrix(read_json(live / "plots" / "sklearn" / "confusion_matrix.json", f"train_{name}"), classes)
+    cm_file = live / "plots" / "sklearn" / "confusion_matrix.json"
+    try:
+        cm = confusion_matrix(read_json(cm_file, f"train_{name}"), classes)
+    except ValueError as e:
+        raise StageError(f"{cm_file}: {e}; run `dvc repro train_{name}`") from None
     dense = load_npz(paths.activations_file(name), f"extract_activations@{name}", (FEATURE_LAYER, "y"))
     return model_metrics(read_json(paths.train_details(name), f"train_{name}"), cm,
                          read_json(paths.tsne_details(name), f"tsne@{name}"),

@@ -9,6 +9,7 @@ import numpy as np
 
 from study.kmeans import class_means, fit_kmeans
 from study.io import StageError
+from study.safe_pickle import short_repr
 from study.model import ANALYSED_LAYERS
 
 TSNE_KEYS = ("knn_accuracy_2d", "knn_accuracy_3d", "knn_accuracy_features",
@@ -32,7 +33,11 @@ def confusion_matrix(records: list[dict], classes: list[str]) -> np.ndarray:
     index = {c: i for i, c in enumerate(classes)}
     cm = np.zeros((len(classes), len(classes)), int)
     for r in records:
-        cm[index[r["actual"]], index[r["predicted"]]] += 1
+        try:
+            cm[index[r["actual"]], index[r["predicted"]]] += 1
+        except (KeyError, TypeError):
+            raise ValueError(f"has a record {short_repr(r)} whose classes are not those of data/classes.json "
+                             f"({', '.join(classes)})") from None
     return cm
 
 

@@ -1,12 +1,17 @@
 """The splits: drawing them (fetch_data), reading the ones fetch_data wrote, and the one preprocessing step."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from study import paths
 from study.io import StageError, load_npz, read_json
+from study.safe_pickle import short_repr
 
 FETCH_STAGE = "fetch_data"
+N_CLASSES = 10
+CLASS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,39}")
 SPLITS = ("train", "val", "test")
 
 
@@ -29,9 +34,24 @@ def load_split(name: str) -> tuple[np.ndarray, np.ndarray]:
     return arrays["x"], arrays["y"]
 
 
+def check_class_names(names, source) -> list[str]:
+    """`names` if it is a list of N_CLASSES different CLASS_NAME strings, else a one-line StageError
+    naming `source` and the stage that rebuilds it. Names reach file names, TSV cells, markdown,
+    matplotlib text (where `$` starts mathtext) and the plots page's inline script (`</`)."""
+    if not isinstance(names, list) or len(names) != N_CLASSES or not all(isinstance(n, str) for n in names):
+        raise StageError(f"{source}: expected a list of {N_CLASSES} class names; "
+                         f"run `dvc repro {FETCH_STAGE}` to rebuild it")
+    bad = next((n for n in names if not CLASS_NAME.fullmatch(n)), None)
+    if bad is not None or len(set(names)) != len(names):
+        what = f"class name {short_repr(bad)} is not allowed" if bad is not None else "class names repeat"
+        raise StageError(f"{source}: {what}; allowed: {N_CLASSES} different names of 1-40 letters, digits, "
+                         f"spaces, '_', '-', '.', starting with a letter or digit; run `dvc repro {FETCH_STAGE}`")
+    return names
+
+
 def class_names() -> list[str]:
-    """The 10 class names, index = label."""
-    return read_json(paths.CLASSES, FETCH_STAGE)
+    """The 10 class names, index = label, checked (check_class_names)."""
+    return check_class_names(read_json(paths.CLASSES, FETCH_STAGE), paths.CLASSES)
 
 
 def preprocess(x):
