@@ -69,6 +69,21 @@ def check_batch_size(batch_size: int) -> None:
                            f"allowed: a multiple of {replicas} (each replica takes an equal share of every batch)")
 
 
+def check_last_batches(sizes: dict[str, int], batch_size: int) -> None:
+    """With several replicas, each split's last (partial) batch must split evenly too: a last batch
+    of fewer images than replicas leaves one empty and ends the epoch in a collective's shape error,
+    an uneven one weights images unequally (check_batch_size). `sizes` is {param naming the split:
+    its number of images}; a one-line DevicesError names the first that does not split."""
+    import tensorflow as tf
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    for key, n in sizes.items():
+        last = n % batch_size
+        if replicas > 1 and last % replicas:
+            raise DevicesError(f"params.yaml: the last batch of the {n} images of {key} holds {last} "
+                               f"({n} mod batch_size {batch_size}), which {replicas} replicas cannot share "
+                               f"equally; allowed: a {key} or batch_size that leaves a multiple of {replicas}")
+
+
 def describe(strat) -> str:
     """The replicas of a strategy, for the training log ("" for one device)."""
     n = strat.num_replicas_in_sync

@@ -345,10 +345,11 @@ def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: li
     import keras
     from dvclive import Live
     from study import resume
-    from study.devices import check_batch_size, dtype_policy_line, share_global_batch
+    from study.devices import check_batch_size, check_last_batches, dtype_policy_line, share_global_batch
     from study.model import plain_copy, summary_text
 
     check_batch_size(params["batch_size"])
+    check_last_batches({f"data.{s}_size": len(splits[s][1]) for s in ("train", "val", "test")}, params["batch_size"])
     summary = summary_text(model)  # before compile: no optimizer variables in the counts
     single_device = share_global_batch(model)  # several replicas: batch norm, dropout over the global batch
     if params["fused_batch_norm"]:

@@ -228,3 +228,28 @@ def test_the_log_says_whether_the_gpus_have_bfloat16_units(monkeypatch, cap, war
     assert f"compute capability {cap[0]}.{cap[1]}" in line
     assert resolve_dtype_policy("auto") == ("float32" if warns else "mixed_bfloat16")
     assert dtype_policy_line("auto").startswith(f"dtype_policy auto: {resolve_dtype_policy('auto')} (")
+
+
+def test_a_last_batch_the_replicas_cannot_share_fails_before_training(tmp_path):
+    # 4 replicas, batch 8: 10 training images leave a last batch of 2, which 4 replicas cannot share
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(dict(tiny_params(), devices=4, batch_size=8)))
+    write_splits(tmp_path, n_train=1, n_val=4, n_test=4)      # per class: 10, 40, 40 images
+    r = subprocess.run([sys.executable, "-m", "stages.train_baseline"], cwd=tmp_path, env=_env(),
+                       capture_output=True, text=True, timeout=300)
+    assert_one_line_error(r, r"error: params\.yaml: the last batch of the 10 images of data\.train_size holds 2 "
+                             r"\(10 mod batch_size 8\), which 4 replicas cannot share equally; allowed: a "
+                             r"data\.train_size or batch_size that leaves a multiple of 4")
+    assert not (tmp_path / "models").exists() and not (tmp_path / "plots").exists()   # nothing written
+
+
+def test_last_batches_that_split_evenly_pass(monkeypatch):
+    import types as pytypes
+
+    import tensorflow as tf
+    from study.devices import check_last_batches
+    monkeypatch.setattr(tf.distribute, "get_strategy", lambda: pytypes.SimpleNamespace(num_replicas_in_sync=8))
+    check_last_batches({"data.train_size": 45_000, "data.val_size": 5_000, "data.test_size": 10_000}, 128)
+    with pytest.raises(DevicesError, match=r"of the 4996 images of data\.val_size holds 4 "):
+        check_last_batches({"data.train_size": 45_000, "data.val_size": 4_996}, 128)
+    monkeypatch.setattr(tf.distribute, "get_strategy", lambda: pytypes.SimpleNamespace(num_replicas_in_sync=1))
+    check_last_batches({"data.val_size": 4_996}, 128)                       # one device: any last batch
