@@ -42,6 +42,15 @@ def downstream_results(stage: str, root: str | Path = ".") -> dict[str, list[Pat
                 for s in sorted(nx.ancestors(graph, node), key=lambda s: s.name)}
 
 
+def remove(path: Path) -> None:
+    """Remove a result: a file, a folder with its contents, or a symbolic link itself (never what it
+    points to, which may lie outside the repository)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
 def discard_downstream_results(stage: str | None = None) -> list[str]:
     """Remove the existing git-tracked outputs of the stages downstream of `stage` (default: the
     running one); print which stages lost results and return their names."""
@@ -50,9 +59,9 @@ def discard_downstream_results(stage: str | None = None) -> list[str]:
         return []
     touched = []
     for name, outs in downstream_results(stage).items():
-        existing = [p for p in outs if p.exists()]
+        existing = [p for p in outs if p.exists() or p.is_symlink()]
         for path in existing:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            remove(path)
         if existing:
             touched.append(name)
     if touched:

@@ -72,3 +72,21 @@ def test_current_stage_from_the_module_and_its_argument(tmp_path):
     run = lambda *a: subprocess.run([sys.executable, "-m", "stages.probe", *a], cwd=tmp_path,  # noqa: E731
                                     capture_output=True, text=True, check=True).stdout.strip()
     assert run() == "probe" and run("center_loss") == "probe@center_loss"
+
+
+def test_a_symlinked_result_loses_the_link_never_its_target(tmp_path, monkeypatch):
+    (tmp_path / "repo").mkdir()
+    root = _repo(tmp_path / "repo")
+    outside = tmp_path / "elsewhere"
+    (outside / "points").mkdir(parents=True)
+    (outside / "points" / "x.tsv").write_text("kept")
+    (outside / "metrics.json").write_text("kept")
+    for link, target in (("probe/a/points", outside / "points"), ("probe/a/metrics.json", outside / "metrics.json"),
+                         ("probe/b/metrics.json", tmp_path / "dangling")):
+        stale.remove(root / link)
+        (root / link).symlink_to(target)
+    monkeypatch.chdir(root)
+    assert stale.discard_downstream_results("train") == ["probe@a", "probe@b", "report"]
+    assert not any((root / p).is_symlink() or (root / p).exists()
+                   for p in ("probe/a/points", "probe/a/metrics.json", "probe/b/metrics.json", "report.md"))
+    assert (outside / "points" / "x.tsv").read_text() == "kept" and (outside / "metrics.json").read_text() == "kept"
