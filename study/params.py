@@ -243,8 +243,13 @@ def _read_text(path: Path) -> str:
         raise ParamsError(f"{path}: is a directory; expected the params file (YAML text)") from None
     except OSError as e:
         raise ParamsError(f"{path}: cannot be read ({e.strerror})") from None
-    if len(raw) > MAX_BYTES:
-        raise ParamsError(f"{path}: larger than {MAX_BYTES >> 10} KiB; expected the params file (YAML text)")
+    return decode(raw, path, MAX_BYTES, "; expected the params file (YAML text)")
+
+
+def decode(raw: bytes, path, max_bytes: int, hint: str = "") -> str:
+    """UTF-8 text of a file's bytes (at most max_bytes); else a one-line ParamsError naming it."""
+    if len(raw) > max_bytes:
+        raise ParamsError(f"{path}: larger than {max_bytes >> 10} KiB{hint}")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -271,9 +276,11 @@ def parse(text: str, path: str | Path = PARAMS_FILE):
         raise ParamsError(f"{path}: not valid YAML ({' '.join(str(what).split())[:200]}{where})") from None
     except RecursionError:
         raise ParamsError(f"{path}: nested too deeply to be a params file") from None
-    except ValueError:  # an integer longer than Python converts (sys.get_int_max_str_digits())
-        raise ParamsError(f"{path}: holds an integer of more than {sys.get_int_max_str_digits()} digits; "
-                          f"not a params file value") from None
+    except ValueError as e:  # an integer longer than Python converts, an impossible date (2001-13-45)
+        if "integer string conversion" in str(e):
+            raise ParamsError(f"{path}: holds an integer of more than {sys.get_int_max_str_digits()} digits; "
+                              f"not a params file value") from None
+        raise ParamsError(f"{path}: a value cannot be read ({' '.join(str(e).split())[:200]})") from None
 
 
 def load(path: str | Path = PARAMS_FILE) -> dict:

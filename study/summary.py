@@ -15,6 +15,9 @@ A value counts only if the stage that wrote it ran in that experiment: its dvc.l
 matches the experiment's params, code and upstream outputs. Otherwise (a `train_baseline`
 -only experiment carries the workspace's center-loss files along) the quantity is reported
 as incomplete, never mixed in.
+Experiments may come from other machines (`dvc exp pull`): each file is read within bounds
+(study.untrusted), an experiment with a file this study does not write is listed as not counted,
+and every text taken from an experiment is escaped and cut short in the markdown.
 Writes plots/summary/summary.md, summary.json and strip.png (per-seed test accuracies);
 prints the markdown. Not a DVC stage: it spans experiments.
 
@@ -34,6 +37,7 @@ import numpy as np
 from study import paths
 from study.io import StageError, save_figure, write_json, write_text
 from study.model import FEATURE_LAYER
+from study.untrusted import UntrustedFileError, load_json, load_yaml, shown
 
 MODELS = paths.MODEL_NAMES            # ("baseline", "center_loss"): the pair of each seed
 FIRST, SECOND = MODELS
@@ -63,6 +67,11 @@ SEED_TABLE = (
     ("f. c + RMSprop", {"optimizer": "rmsprop"}, 0.835),
 )
 AUGMENT_BOOLS = {True: "rotate_flip", False: "none"}  # params.yaml's augment: true/false
+# Bounds on reading one experiment's commit (its dvc.lock may name any file, any number of times)
+MAX_READ_BYTES = 16 << 20   # one file: our source files and metrics are KBs; data are stage outputs, never read
+READ_BUDGET = 64 << 20      # all files of one experiment together
+MAX_STAGES = 256            # dvc.lock stages (ours: 11); fresh_stages recurses once per upstream stage
+LINE_CHARS = 240            # a label, a note or a not-counted line in the markdown
 
 
 # ---------------------------------------------------------------- statistics (pure)
@@ -111,8 +120,8 @@ def verdict(d: dict, scale: float = 1, unit: str = "") -> str:
 # ---------------------------------------------------------------- one experiment
 
 def lookup(tree: dict, dotted: str, default=None):
-    """tree['a']['b'] for 'a.b' (or tree['a.b']), `default` when absent."""
-    if dotted in tree:
+    """tree['a']['b'] for 'a.b' (or tree['a.b']), `default` when absent (or `tree` is no dict)."""
+    if isinstance(tree, dict) and dotted in tree:
         return tree[dotted]
     node = tree
     for part in dotted.split("."):
@@ -186,17 +195,20 @@ class Experiment:
 
 def read_experiment(name: str, rev: str, read_bytes) -> Experiment:
     """An Experiment from the files of its commit; `read_bytes(path)` gives a file's bytes there
-    (None when absent)."""
-    import yaml
+    (None when absent). UntrustedFileError (one line naming the file) when params.yaml, dvc.lock or
+    a metrics file it reads is not data this study writes, or its reads pass READ_BUDGET."""
+    from study.params import PARAMS_FILE
 
-    from study.params import PARAMS_FILE, parse
+    read = _bounded_reads(read_bytes, READ_BUDGET)
 
     def md5(path):
-        data = read_bytes(path)
+        data = read(path)
         return None if data is None else hashlib.md5(data).hexdigest()
 
-    params = parse((read_bytes(PARAMS_FILE.as_posix()) or b"").decode(), PARAMS_FILE) or {}
-    lock = (yaml.safe_load(read_bytes("dvc.lock") or b"") or {}).get("stages", {})
+    params = load_yaml(read(PARAMS_FILE.as_posix()) or b"", PARAMS_FILE.as_posix()) or {}
+    if not isinstance(params, dict):
+        raise UntrustedFileError(f"{PARAMS_FILE}: a {type(params).__name__}, not a mapping of params")
+    lock = _lock_stages(load_yaml(read("dvc.lock") or b"", "dvc.lock"))
     fresh = fresh_stages(lock, params, md5)
     outputs = lock_outputs(lock)
     exp = Experiment(name, rev, flatten(params))
@@ -204,18 +216,18 @@ def read_experiment(name: str, rev: str, read_bytes) -> Experiment:
         for key, _, file_of, where, _ in QUANTITIES:
             path = file_of(model).as_posix()
             stage, recorded = outputs.get(path, (None, None))
-            data = read_bytes(path)
+            data = read(path)
             if stage is None:
                 exp.missing[model, key] = f"{path}: no stage has run that writes it"
             elif stage not in fresh:
-                exp.missing[model, key] = f"{stage} did not run in this experiment (its {path} is older)"
+                exp.missing[model, key] = f"{shown(stage)} did not run in this experiment (its {path} is older)"
             elif data is None:
                 exp.missing[model, key] = f"{path} is not in this experiment's commit"
             elif hashlib.md5(data).hexdigest() != recorded:
-                exp.missing[model, key] = f"{path} was changed after {stage} wrote it"
+                exp.missing[model, key] = f"{path} was changed after {shown(stage)} wrote it"
             else:
                 dotted = ".".join(where).format(model=model)
-                value = lookup(json.loads(data), dotted)
+                value = lookup(load_json(data, path), dotted)
                 if isinstance(value, (int, float)) and math.isfinite(value):
                     exp.values[model, key] = float(value)
                 else:
@@ -223,12 +235,70 @@ def read_experiment(name: str, rev: str, read_bytes) -> Experiment:
     return exp
 
 
+def _bounded_reads(read_bytes, budget: int):
+    """`read_bytes` reading each path once, with UntrustedFileError once the bytes read add up to
+    more than `budget` (a dvc.lock can list any file of its commit as a dep, many times)."""
+    cache, spent = {}, [0]
+
+    def read(path: str):
+        if path not in cache:
+            cache[path] = read_bytes(path)
+            spent[0] += len(cache[path] or b"")
+            if spent[0] > budget:
+                raise UntrustedFileError(f"dvc.lock: the files it names add up to more than {budget >> 20} MiB")
+        return cache[path]
+    return read
+
+
+def _lock_stages(lock) -> dict:
+    """dvc.lock's `stages` ({} without a dvc.lock or stages), checked to have the shape
+    fresh_stages and lock_outputs read; UntrustedFileError naming the first stage that does not."""
+    lock = {} if lock is None else lock
+    stages = lock.get("stages") or {} if isinstance(lock, dict) else None
+    if not isinstance(stages, dict):
+        raise UntrustedFileError("dvc.lock: expected a mapping with a `stages` mapping")
+    if len(stages) > MAX_STAGES:
+        raise UntrustedFileError(f"dvc.lock: {len(stages)} stages, more than {MAX_STAGES}")
+    for stage, rec in stages.items():
+        problem = _stage_problem(rec)
+        if problem:
+            raise UntrustedFileError(f"dvc.lock: stage {shown(stage)}: {problem}")
+    return stages
+
+
+def _stage_problem(rec) -> str | None:
+    """Why a dvc.lock stage record lacks the shape fresh_stages reads (None when it has it)."""
+    if not isinstance(rec, dict):
+        return "not a mapping"
+    params = rec.get("params", {})
+    if not isinstance(params, dict) or not isinstance(params.get("params.yaml", {}), dict):
+        return "`params` is not a mapping of files to mappings"
+    for kind in ("deps", "outs"):
+        entries = rec.get(kind, [])
+        if not isinstance(entries, list):
+            return f"`{kind}` is not a list"
+        for entry in entries:
+            path = entry.get("path") if isinstance(entry, dict) else None
+            if not (isinstance(path, str) and path and "\0" not in path):
+                return f"an entry of `{kind}` has no file path"
+    return None
+
+
 def load_experiments(repo: str = ".") -> tuple[list[Experiment], list[str]]:
-    """The finished experiments derived from the repo's HEAD (dvc.api.exp_show), each read at its
-    own commit; and a line per experiment left out (queued, running, failed)."""
+    """read_experiments() of the experiments derived from the repo's HEAD (dvc.api.exp_show),
+    each read at its own commit (dvc.api.DVCFileSystem)."""
     import dvc.api
 
-    rows = dvc.api.exp_show(repo=repo)
+    def reader_at(rev):
+        fs = dvc.api.DVCFileSystem(repo, rev=rev)
+        return lambda path: _read_or_none(fs, path)
+    return read_experiments(dvc.api.exp_show(repo=repo), reader_at)
+
+
+def read_experiments(rows: list[dict], reader_at) -> tuple[list[Experiment], list[str]]:
+    """The finished experiments of exp_show's `rows`, each read by read_experiment with
+    `reader_at(rev)`; and a line per experiment left out (queued, running, failed, or a file that
+    is not data this study writes)."""
     exps, skipped = [], []
     for row in rows:
         if row.get("typ") in ("workspace", "baseline"):
@@ -237,16 +307,24 @@ def load_experiments(repo: str = ".") -> tuple[list[Experiment], list[str]]:
         if row.get("State") not in (None, "Success"):
             skipped.append(f"{name}: {str(row.get('State')).lower()}, not counted")
             continue
-        fs = dvc.api.DVCFileSystem(repo, rev=row["rev"])
-        exps.append(read_experiment(name, row["rev"], lambda p, fs=fs: _read_or_none(fs, p)))
+        try:
+            exps.append(read_experiment(name, row["rev"], reader_at(row["rev"])))
+        except UntrustedFileError as e:
+            skipped.append(f"{name}: {e}; not counted")
     return exps, skipped
 
 
-def _read_or_none(fs, path: str):
+def _read_or_none(fs, path: str, limit: int = MAX_READ_BYTES):
+    """The file's bytes in the fs (None when absent), reading no more than `limit` bytes;
+    UntrustedFileError when it is larger."""
     try:
-        return fs.read_bytes(path)
-    except (FileNotFoundError, IsADirectoryError):
+        with fs.open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return None
+    if len(data) > limit:
+        raise UntrustedFileError(f"{shown(path)}: larger than {limit >> 20} MiB")
+    return data
 
 
 # ---------------------------------------------------------------- groups
@@ -260,17 +338,25 @@ def group_experiments(exps: list[Experiment]) -> list[list[Experiment]]:
         members = groups.setdefault(key, [])
         if all(e.seed != exp.seed for e in members):
             members.append(exp)
-    return [sorted(g, key=lambda e: (str(type(e.seed)), e.seed)) for g in groups.values()]
+    return [sorted(g, key=_seed_order) for g in groups.values()]
+
+
+def _seed_order(exp: Experiment) -> tuple:
+    """A sort key for seeds of any type: numbers and strings by value, anything else (a list,
+    which may not compare with another) by its JSON text."""
+    seed = exp.seed
+    return str(type(seed)), seed if isinstance(seed, (int, float, str)) else json.dumps(seed)
 
 
 def group_labels(groups: list[list[Experiment]]) -> list[str]:
-    """A short label per group: the params whose values differ between groups ('k=v, ...')."""
+    """A short label per group: the params whose values differ between groups ('k=v, ...'), each
+    key and value as one line cut short (study.untrusted.shown)."""
     firsts = [g[0].params for g in groups]
     keys = sorted({k for p in firsts for k in p if k != "seed"})
     varying = [k for k in keys if len({json.dumps(p.get(k), default=str) for p in firsts}) > 1]
     if not varying:
         return ["all experiments"] * len(groups)
-    return [", ".join(f"{k}={p.get(k)}" for k in varying) for p in firsts]
+    return [", ".join(f"{shown(k)}={shown(p.get(k))}" for k in varying) for p in firsts]
 
 
 def seed_variant(params: dict):
@@ -278,7 +364,8 @@ def seed_variant(params: dict):
     variants (epochs and data sizes aside), else None."""
     recipe = {k: params.get(k) for k in SEED_RECIPE}
     recipe["dtype_policy"] = params.get("dtype_policy", "float32")  # experiments from before the key: float32
-    recipe["augment"] = AUGMENT_BOOLS.get(recipe["augment"], recipe["augment"])
+    if isinstance(recipe["augment"], bool):
+        recipe["augment"] = AUGMENT_BOOLS[recipe["augment"]]
     for label, change, accuracy in SEED_TABLE:
         if recipe == SEED_RECIPE | change:
             return label, accuracy
@@ -323,8 +410,19 @@ def _mean_sd(d: dict, n_all: int, digits: int = 4) -> str:
     return text + (f" (n={d['n']} of {n_all}: incomplete)" if d["n"] < n_all else "")
 
 
+_MARKDOWN_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\\": "\\\\", "|": "\\|",
+                                   "`": "\\`", "[": "\\[", "]": "\\]"})
+
+
+def md_text(value, limit: int = LINE_CHARS) -> str:
+    """Text taken from experiments, safe in a markdown table cell or list item: one line cut to
+    `limit` characters (shown), HTML's & < > as entities, and \\ | ` [ ] escaped, so it can
+    neither end a cell nor open HTML, a code span, a link or an image."""
+    return shown(value, limit).translate(_MARKDOWN_ESCAPES)
+
+
 def to_markdown(summary: list[dict], skipped: list[str]) -> str:
-    """The summary's tables as markdown."""
+    """The summary's tables as markdown; every text from the experiments through md_text."""
     lines = ["## Per model: mean ± sd over seeds", "",
              "| group | seeds | " + " | ".join(f"{m} test accuracy" for m in MODELS) + " | "
              + " | ".join(f"{m} test cross-entropy" for m in MODELS) + " | the seed's single run |",
@@ -334,7 +432,8 @@ def to_markdown(summary: list[dict], skipped: list[str]) -> str:
         seed = f"{g['seed_variant']['label']}: {g['seed_variant']['seed_test_accuracy']}" if g["seed_variant"] else ""
         cells = [_mean_sd(models[m]["test_accuracy"], n_all) for m in MODELS] + \
                 [_mean_sd(models[m]["test_loss"], n_all, 3) for m in MODELS]
-        lines.append(f"| {g['label']} | {n_all} ({', '.join(map(str, g['seeds']))}) | " + " | ".join(cells) + f" | {seed} |")
+        seeds = md_text(", ".join(map(str, g["seeds"])))
+        lines.append(f"| {md_text(g['label'])} | {n_all} ({seeds}) | " + " | ".join(cells) + f" | {seed} |")
     lines += ["", f"## Paired difference {SECOND} − {FIRST} (same seed), {CONFIDENCE:.0%} t-interval", "",
               "| group | quantity | n | mean | interval | seeds +/− | verdict |", "| --- " * 7 + "|"]
     for g in summary:
@@ -342,14 +441,14 @@ def to_markdown(summary: list[dict], skipped: list[str]) -> str:
             d = g["difference"][key]
             mean = f"{d['mean'] * scale:+.3g}" if d["n"] else ""
             ci = f"[{d['ci'][0] * scale:+.3g}, {d['ci'][1] * scale:+.3g}]" if d["ci"] else ""
-            lines.append(f"| {g['label']} | {what} | {d['n']} | {mean} | {ci} | "
+            lines.append(f"| {md_text(g['label'])} | {what} | {d['n']} | {mean} | {ci} | "
                          f"{d['positive']}/{d['negative']} | {d['verdict']} |")
-    notes = [f"- {g['label']}, {quantity}: {len(why)} experiment(s) lack it; e.g. {why[0]}"
+    notes = [f"- {md_text(g['label'])}, {quantity}: {len(why)} experiment(s) lack it; e.g. {md_text(why[0])}"
              for g in summary for quantity, why in g["incomplete"].items()]
     if notes:
         lines += ["", "## Incomplete", "", *notes]
     if skipped:
-        lines += ["", "## Not counted", "", *(f"- {s}" for s in skipped)]
+        lines += ["", "## Not counted", "", *(f"- {md_text(s)}" for s in skipped)]
     return "\n".join(lines) + "\n"
 
 
@@ -378,8 +477,8 @@ def strip_plot(summary: list[dict], exps: list[Experiment]):
                 ax.hlines(d["mean"], xs[m] - 0.12, xs[m] + 0.12, color=colors[m], lw=2.5, zorder=3)
     for m in MODELS:
         ax.scatter([], [], color=colors[m], label=m)
-    ax.set_xticks(range(len(summary)), [f"{g['label']}\n({len(g['seeds'])} seeds)" for g in summary],
-                  rotation=15, ha="right")
+    ax.set_xticks(range(len(summary)), [f"{shown(g['label'])}\n({len(g['seeds'])} seeds)" for g in summary],
+                  rotation=15, ha="right", parse_math=False)  # a `$` in a param is text, not TeX
     ax.set_ylabel("test accuracy (one dot per seed, bar = mean)")
     ax.set_title("test accuracy per seed; lines join each seed's two models")
     ax.legend(loc="best", fontsize=8)
@@ -397,7 +496,7 @@ def main(argv=None) -> list[dict]:
     if not exps:
         raise StageError(f"{args.repo}: no finished experiments derived from HEAD; run "
                          "`dvc exp run --queue -S 'seed=range(0,5)'` and `dvc queue start` first"
-                         + (f" ({len(skipped)} not finished: {skipped[0]})" if skipped else ""))
+                         + (f" ({len(skipped)} not counted: {skipped[0]})" if skipped else ""))
     summary = summarise(exps)
     out = Path(args.out)
     text = to_markdown(summary, skipped)

@@ -194,3 +194,8 @@ def test_a_url_with_a_control_character_is_one_line():
         validate(p)
     assert str(e.value).startswith("params.yaml: data.url = 'https://example.org/cifar.tar.gz\\nrm -rf /' is not allowed")
     assert "\n" not in str(e.value)
+
+
+def test_an_impossible_date_is_one_line_of_its_own():
+    with pytest.raises(ParamsError, match=r"^params.yaml: a value cannot be read \(month must be in 1\.\.12\)$"):
+        parse("seed: 2001-13-05\n")

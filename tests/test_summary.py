@@ -1,17 +1,22 @@
 """study.summary: statistics on hand-made numbers, the dvc.lock freshness check, reading one
-experiment's files, and (slow) the whole command on queued seed experiments of a tiny DVC repo."""
+experiment's files, hostile files from other machines (in-process, on bytes), and (slow) the whole
+command on queued seed experiments of a tiny DVC repo."""
 import hashlib
+import io
 import json
 import math
+import re
 import subprocess
+import tracemalloc
 
 import numpy as np
 import pytest
 import yaml
 
 from study import summary
-from study.params import validate
+from study.params import parse, validate
 from study.summary import Experiment, describe, fresh_stages, paired, verdict
+from study.untrusted import MAX_DEPTH, MAX_SIZE, UntrustedFileError
 from tests.conftest import REPO
 
 T_975_4 = 2.7764451051977987   # Student t, 97.5th percentile, 4 degrees of freedom (tables)
@@ -81,8 +86,9 @@ def test_fresh_stages_follows_params_code_and_upstream_outputs():
     assert fresh_stages(_lock(), {"seed": 0}, md5) == {"train"}  # a param the commit lacks
 
 
-def _experiment_files(acc_b=0.5, acc_c=0.55, center_seed=0):
-    """The files of a fake experiment commit: params, dvc.lock and the metrics summary reads."""
+def _experiment_files(acc_b=0.5, acc_c=0.55, center_seed=0, raw=None):
+    """The files of a fake experiment commit: params, dvc.lock and the metrics summary reads
+    (`raw`: {metrics path: bytes} written instead, with dvc.lock recording their md5)."""
     params = {"seed": 0, "epochs": 1}
     metrics = {
         "plots/train_baseline/metrics.json": {"baseline": {"test": {"accuracy": acc_b, "loss": 1.5}}},
@@ -92,7 +98,7 @@ def _experiment_files(acc_b=0.5, acc_c=0.55, center_seed=0):
         "plots/tsne/center_loss/metrics.json": {"center_loss": {"dense": {"knn_accuracy_2d": 0.45}}},
         "plots/tsne/center_loss/details.json": {"dense": {"knn_accuracy_2d": 0.45, "silhouette_2d": 0.2}},
     }
-    files = {p: json.dumps(m).encode() for p, m in metrics.items()}
+    files = {p: json.dumps(m).encode() for p, m in metrics.items()} | (raw or {})
     lock = {"stages": {}}
     for path in metrics:
         stage = path.split("/")[1] if "train_" in path else f"tsne@{path.split('/')[2]}"
@@ -200,6 +206,211 @@ def test_readme_seed_recipe_commands_spell_out_every_key_whatever_the_defaults()
         params = validate(defaults | given)
         assert params["epochs"] == 50
         assert summary.seed_variant(params) == variant
+
+
+# ---------------------------------------------------------------- experiments from other machines
+
+# 406 bytes that expand to 9**9 (387 million) "lol"s once aliases are followed
+BILLION_LAUGHS = b'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + b"".join(
+    f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n".encode() for p, c in zip("abcdefgh", "bcdefghi"))
+TRAIN_METRICS = "plots/train_baseline/metrics.json"
+
+
+def _read_good_and(bad: dict):
+    """read_experiments() of two finished experiments: 'good' (ordinary files) and 'bad' (`bad`)."""
+    rows = [{"Experiment": "good", "rev": "r1", "State": "Success"},
+            {"Experiment": "bad", "rev": "r2", "State": "Success"}]
+    files = {"r1": _experiment_files(), "r2": bad}
+    return summary.read_experiments(rows, lambda rev: files[rev].get)
+
+
+HOSTILE_PARAMS = {  # params.yaml -> why its experiment is not counted
+    "billion laughs": (BILLION_LAUGHS,
+                       f"expands to more than {MAX_SIZE} values and characters (YAML aliases repeat values)"),
+    "7 MB": (b"seed: 0\n" + b"# padding\n" * 700_000, "larger than 128 KiB"),
+    "not UTF-8": (b"seed: 0\ndata: {url: caf\xe9}\n", "not UTF-8 text (byte 0xe9 at offset 23)"),
+    "a list": (b"- seed\n- 0\n", "a list, not a mapping of params"),
+    "a mapping inside itself": (b"data: &d {url: x, again: *d}\n",
+                                "contains itself (a YAML anchor used in its own value)"),
+    "nested 40 deep": (b"data: " + b"[" * 40 + b"]" * 40 + b"\n", f"nested deeper than {MAX_DEPTH} levels"),
+    "nested 5000 deep": (b"data: " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested too deeply to be a params file"),
+    "a date": (b"seed: 2026-12-07\n", "holds a date, not JSON-like data"),
+    "a 400-bit integer": (b"seed: 0x" + b"f" * 100 + b"\n", "holds an integer of 400 bits (more than 64)"),
+    "a 5000-digit integer": (b"seed: " + b"9" * 5000 + b"\n",
+                             "holds an integer of more than 4300 digits; not a params file value"),
+}
+
+
+def _one_bad_file(file: str, data: bytes, reason: str) -> None:
+    """An experiment whose `file` holds `data` is not counted, in one line; the good one is read whole."""
+    bad = _experiment_files()
+    bad[file] = data
+    exps, skipped = _read_good_and(bad)
+    assert skipped == [f"bad: {file}: {reason}; not counted"]
+    assert [e.name for e in exps] == ["good"] and len(exps[0].values) == 8
+
+
+@pytest.mark.parametrize("case", HOSTILE_PARAMS)
+def test_hostile_params_yaml_leaves_its_experiment_out_in_one_line(case):
+    _one_bad_file("params.yaml", *HOSTILE_PARAMS[case])
+
+
+HOSTILE_LOCKS = {  # dvc.lock -> why its experiment is not counted
+    "a list": (b"- stages\n", "expected a mapping with a `stages` mapping"),
+    "stages a list": (b"stages: [train_baseline]\n", "expected a mapping with a `stages` mapping"),
+    "a stage a number": (b"stages: {train_baseline: 1}\n", "stage train_baseline: not a mapping"),
+    "an output without path": (b"stages: {train_baseline: {outs: [{md5: m1}]}}\n",
+                               "stage train_baseline: an entry of `outs` has no file path"),
+    "a dep path with a NUL": (b'stages: {train_baseline: {deps: [{path: "a\\0b"}]}}\n',
+                              "stage train_baseline: an entry of `deps` has no file path"),
+    "params a list": (b"stages: {train_baseline: {params: [seed]}}\n",
+                      "stage train_baseline: `params` is not a mapping of files to mappings"),
+    "a stage named in HTML": (b'stages: {"<b>x\\n|": 1}\n', "stage <b>x |: not a mapping"),
+    "257 stages": (b"stages:\n" + b"".join(b"  s%d: {}\n" % i for i in range(257)), "257 stages, more than 256"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_LOCKS)
+def test_hostile_dvc_lock_leaves_its_experiment_out_in_one_line(case):
+    _one_bad_file("dvc.lock", *HOSTILE_LOCKS[case])
+
+
+def test_fresh_stages_follows_a_chain_of_the_most_stages_allowed():
+    """MAX_STAGES bounds fresh_stages' recursion (one call per upstream stage): a chain that long is fine."""
+    lock = {f"s{i}": {"deps": [{"path": f"o{i - 1}", "md5": "m"}] if i else [], "outs": [{"path": f"o{i}", "md5": "m"}]}
+            for i in range(summary.MAX_STAGES)}
+    assert fresh_stages(lock, {}, lambda p: None) == set(lock)
+
+
+HOSTILE_METRICS = {  # plots/train_baseline/metrics.json, recorded in dvc.lock -> why its experiment is not counted
+    "not JSON": (b'{"baseline": ', "not valid JSON (Expecting value: line 1 column 14 (char 13))"),
+    "not UTF-8": (b'{"baseline": "\xff"}', "not UTF-8 text (byte 0xff at offset 14)"),
+    "2 MB": (b" " * (2 << 20) + b"{}", "larger than 128 KiB"),
+    "nested 60000 deep": (b"[" * 60_000 + b"]" * 60_000, "nested too deeply to parse"),
+    "nested 40 deep": (b'{"baseline": ' + b"[" * 40 + b"]" * 40 + b"}", f"nested deeper than {MAX_DEPTH} levels"),
+    "a 400-digit integer": (b'{"baseline": {"test": {"accuracy": 1' + b"0" * 399 + b"}}}",
+                            "holds an integer of 1326 bits (more than 64)"),
+    "a 5000-digit integer": (b'{"baseline": {"test": {"accuracy": ' + b"9" * 5000 + b"}}}", "not valid JSON "
+                             "(Exceeds the limit (4300 digits) for integer string conversion: value has 5000 d…)"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_METRICS)
+def test_hostile_metrics_json_leaves_its_experiment_out_in_one_line(case):
+    data, reason = HOSTILE_METRICS[case]
+    exps, skipped = _read_good_and(_experiment_files(raw={TRAIN_METRICS: data}))
+    assert skipped == [f"bad: {TRAIN_METRICS}: {reason}; not counted"]
+    assert [e.name for e in exps] == ["good"]
+
+
+def test_metrics_json_of_another_shape_is_a_missing_number():
+    # valid JSON, but a string that contains the dotted path: lookup must not index the string
+    exp = summary.read_experiment("e", "r", _experiment_files(raw={TRAIN_METRICS: b'"baseline.test.accuracy"'}).get)
+    assert exp.missing["baseline", "test_accuracy"] == f"{TRAIN_METRICS} has no number at baseline.test.accuracy"
+    assert exp.values["center_loss", "test_accuracy"] == 0.55  # control: the other files count
+
+
+def test_the_repositorys_params_yaml_is_read_as_before():
+    files = _experiment_files()
+    files["params.yaml"] = (REPO / "params.yaml").read_bytes()
+    exp = summary.read_experiment("e", "r", files.get)
+    assert exp.params == summary.flatten(parse((REPO / "params.yaml").read_text()))
+    assert exp.params["data.url"].startswith("https://")
+
+
+def test_a_billion_laughs_experiment_gives_a_small_summary_in_little_memory():
+    bad = _experiment_files()
+    bad["params.yaml"] = BILLION_LAUGHS
+    tracemalloc.start()
+    try:
+        exps, skipped = _read_good_and(bad)
+        text = summary.to_markdown(summary.summarise(exps), skipped)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 << 20 and len(text) < 3000
+    assert f"- bad: params.yaml: expands to more than {MAX_SIZE} values and characters (YAML aliases " \
+           "repeat values); not counted" in text
+    assert "| all experiments | 1 (0) | 0.5000 (one seed) |" in text
+    # control: three of its levels (729 "lol"s) are ordinary YAML, read and labelled
+    small = _experiment_files()
+    small["params.yaml"] = b"\n".join(BILLION_LAUGHS.splitlines()[:3])
+    exps, skipped = _read_good_and(small)
+    assert skipped == [] and exps[1].params["c"][8][8] == ["lol"] * 9
+
+
+def _cells(row: str) -> int:
+    """The number of cells of a markdown table row (escaped characters aside)."""
+    return re.sub(r"\\.", "", row).count("|") - 1
+
+
+def test_markdown_escapes_and_cuts_every_text_from_the_experiments():
+    urls = {"pipe": "http://x/a|b", "newline": "http://x/a\nb", "html": '<img src=x onerror="alert(1)">&\\',
+            "long": "http://x/" + "y" * 1000, "bidi": "http://x/\u202egpj.exe", "plain": "https://x/cifar.tar.gz"}
+    exps = [_exp(name, 0, 0.5, 0.55, **{"data.url": url}) for name, url in urls.items()]
+    exps.append(_exp("`[a|<i>](x)", 1, 0.5, None, **{"data.url": urls["plain"]}))
+    text = summary.to_markdown(summary.summarise(exps), ["q|<b>1\n: queued, not counted"])
+    rows = [line for line in text.splitlines() if line.startswith("| data.url=")]
+    assert len(rows) == len(urls) * (1 + len(summary.QUANTITIES))  # a newline in a value adds no line
+    assert {_cells(row) for row in rows} == {7}
+    assert "| data.url=http://x/a\\|b |" in text
+    assert "| data.url=http://x/a b |" in text and "| data.url=http://x/ gpj.exe |" in text
+    assert '| data.url=&lt;img src=x onerror="alert(1)"&gt;&amp;\\\\ |' in text and "<img" not in text
+    assert "| data.url=http://x/" + "y" * 70 + "… |" in text  # the value cut to 80 characters
+    assert "| data.url=https://x/cifar.tar.gz | 2 (0, 1) |" in text  # control: an ordinary value as it is
+    assert "e.g. \\`\\[a\\|&lt;i&gt;\\](x): did not run" in text
+    assert "- q\\|&lt;b&gt;1 : queued, not counted" in text
+
+
+def test_strip_plot_draws_a_dollar_in_a_label_as_text(tmp_path):
+    import matplotlib.pyplot as plt
+    exps = [_exp("e0", 0, 0.5, 0.55, url="x$\\frac{$"), _exp("e1", 0, 0.5, 0.6, url="y")]
+    groups = summary.summarise(exps)
+    summary.save_figure(summary.strip_plot(groups, exps), tmp_path / "strip.png")
+    assert (tmp_path / "strip.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    fig, ax = plt.subplots()  # control: as matplotlib's default text, the label is TeX and fails
+    ax.set_xticks([0], [groups[0]["label"]])
+    with pytest.raises(ValueError):
+        fig.savefig(io.BytesIO(), format="png")
+    plt.close(fig)
+
+
+def test_odd_but_bounded_params_are_summarised_without_a_traceback():
+    odd = {"dot": b"seed: .\n", "list1": b"seed: [1]\naugment: [1]\n", "lista": b"seed: [a]\naugment: [1]\n"}
+    rows = [{"Experiment": name, "rev": name} for name in odd]
+    files = {name: _experiment_files() | {"params.yaml": data} for name, data in odd.items()}
+    exps, skipped = summary.read_experiments(rows, lambda rev: files[rev].get)
+    assert skipped == [] and [e.seed for e in exps] == [".", [1], ["a"]]
+    text = summary.to_markdown(summary.summarise(exps), skipped)
+    assert "| augment=\\[1\\] | 2 (\\['a'\\], \\[1\\]) |" in text  # seeds of any type, in a fixed order
+
+
+def test_read_or_none_reads_no_more_than_its_limit(tmp_path):
+    import fsspec
+    fs = fsspec.filesystem("file")
+    (tmp_path / "fits").write_bytes(b"x" * (1 << 20))
+    (tmp_path / "big").write_bytes(b"x" * ((1 << 20) + 1))
+    assert summary._read_or_none(fs, str(tmp_path / "fits"), 1 << 20) == b"x" * (1 << 20)
+    with pytest.raises(UntrustedFileError, match="big: larger than 1 MiB$"):
+        summary._read_or_none(fs, str(tmp_path / "big"), 1 << 20)
+    assert summary._read_or_none(fs, str(tmp_path / "absent")) is None
+    assert summary._read_or_none(fs, str(tmp_path)) is None  # a folder
+
+
+def test_an_experiments_files_are_read_once_within_a_budget(monkeypatch):
+    files = _experiment_files()
+    files |= {f"big{i}.bin": bytes([i]) * 300_000 for i in range(3)}
+    lock = yaml.safe_load(files["dvc.lock"])
+    lock["stages"]["train_baseline"]["deps"] = [{"path": f"big{i % 3}.bin", "md5": _md5(files[f"big{i % 3}.bin"])}
+                                                for i in range(100)]
+    files["dvc.lock"] = yaml.safe_dump(lock).encode()
+    reads = []
+    monkeypatch.setattr(summary, "READ_BUDGET", 1 << 20)
+    exp = summary.read_experiment("e", "r", lambda p: reads.append(p) or files.get(p))
+    assert reads.count("big0.bin") == 1 and exp.values["baseline", "test_accuracy"] == 0.5
+    files["big2.bin"] += b"x" * 300_000  # 1.2 MB in all
+    with pytest.raises(UntrustedFileError, match="^dvc.lock: the files it names add up to more than 1 MiB$"):
+        summary.read_experiment("e", "r", files.get)
 
 
 @pytest.mark.slow
