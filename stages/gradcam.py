@@ -8,11 +8,14 @@ titles in red), plots/gradcam/<name>/details.json (deletion/insertion AUC of the
 predicted-class maps and of a seeded random ranking, averaged over the grid's images) and
 its headline plots/gradcam/<name>/metrics.json (<name>.deletion_auc, <name>.insertion_auc).
 """
+import numpy as np
+
 from study import paths
 from study.data import class_names, load_split, preprocess
 from study.io import pick, run_model_stage, save_figure, write_metrics
 
 HEADLINE = ("deletion_auc", "insertion_auc")    # of metrics.json; details.json has them all
+PREDICT_BATCH = 256                              # images per model call (a curve has auc_steps + 1)
 
 
 def main(params: dict, name: str) -> dict:
@@ -29,7 +32,10 @@ def main(params: dict, name: str) -> dict:
     model = load_trained(name)
     images = preprocess(x[idx.ravel()])                                # (10k, 32, 32, 3)
     labels = y[idx.ravel()].astype(int)
-    predict = lambda batch: model(batch, training=False).numpy()       # noqa: E731 (M, 10) probs
+
+    def predict(batch):  # (M, 10) probabilities, PREDICT_BATCH images per call: memory stays bounded
+        return np.concatenate([model(batch[i:i + PREDICT_BATCH], training=False).numpy()   # at any auc_steps
+                               for i in range(0, len(batch), PREDICT_BATCH)])
     pred = predict(images).argmax(1)
     heat_pred, heat_true = grad_cam(model, images, pred), grad_cam(model, images, labels)
     shape, hw = idx.shape, heat_pred.shape[1:]                         # (10, k), (32, 32)
