@@ -32,10 +32,8 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
            "dog", "frog", "horse", "ship", "truck")
 SIDE, CHANNELS = 32, 3                  # ROW = SIDE * SIDE * CHANNELS bytes per image
 CHUNK = 1 << 20                         # bytes per read of the unpacked tar
-# Bounds that keep a hostile archive from costing unbounded memory or time. Measured on
-# official-format archives of the real images (rebuilt from a JPEG copy): a batch member is
-# 30.9 MB in the Python 2 form (the official one) and 44.7 MB in the Python 3 form (bytes as
-# UTF-8 text); the tar unpacks to 185 MB and 268 MB in 9 entries.
+# Bounds that keep a hostile archive from costing unbounded memory or time, with room above
+# what either form of the official archive needs (docs/troubleshooting.md gives the sizes)
 MAX_MEMBER_BYTES = 64 << 20
 MAX_UNPACKED_BYTES = 512 << 20
 MAX_TAR_ENTRIES = 64

@@ -6,7 +6,7 @@ transient errors only (5xx, 408, 429, connection errors, timeouts, short bodies;
 exactly what was verified, even if the source changes meanwhile. Every user-fixable problem is a
 one-line StageError naming data.url or data.md5; a problem of this machine's disk (reading the kept
 copy, writing the private copy: ENOSPC, EFBIG, EACCES, EIO) is one naming the local file instead,
-neither blamed on data.url nor retried, and it never deletes a good kept copy.
+neither blamed on data.url nor attempted again, and it never deletes a good kept copy.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ class _Transient(Exception):
 
 def local_error(doing: str, path: Path, e: OSError, hint: str = "") -> StageError:
     """A one-line StageError for a problem of this machine's disk: names the file and the OS error,
-    not data.url (the source is fine, so nothing is retried or downloaded again)."""
+    not data.url (the source is fine, so no download is attempted again)."""
     return StageError(f"local disk: {doing} {path} failed ({e.strerror or e}){hint}")
 
 

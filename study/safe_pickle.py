@@ -25,9 +25,8 @@ import numpy as np
 from study.io import StageError
 
 MAX_ROWS, ROW = 10_000, 3072            # an official batch: 10,000 images of 3,072 bytes
-# Measured on official-format archives of the real images (rebuilt from a JPEG copy): a batch
-# has 30,108 pickle opcodes in the Python 2 form (the official one) and 90,152 in the Python 3
-# form (3 and 9 per image).
+# A batch pickles as 3 opcodes per image in the Python 2 form (the official one) and 9 in the
+# Python 3 form (docs/troubleshooting.md gives the counts)
 MAX_PICKLE_OPS = 16 * MAX_ROWS + 1_000  # up to 9 per image, and slack
 
 

@@ -35,10 +35,8 @@ def embed(features: np.ndarray, perplexity: float, n_iter: int, seed: int, early
     (FFT gradient) starts from the first two PCA components and runs `early_exaggeration_iter`
     + `n_iter` iterations; the 3D one (Barnes-Hut) starts from all three and runs
     `early_exaggeration_iter_3d` + `n_iter_3d`. No schedule has a default here: params.yaml's
-    `tsne` section holds them (embed_with_params passes them). Measured on 10,000 test images of a trained
-    CNN (README), 100 + 200 iterations in 3D gave the kNN accuracy of 250 + 500 in 40% of the
-    time, all three axes with a comparable spread (a start lifted from the finished 2D layout,
-    tried before, stayed flat: third axis ~0.2 of the first).
+    `tsne` section holds them (embed_with_params passes them; docs/results.md gives what the
+    shorter schedules cost and keep).
     Returns ({2: (n, 2), 3: (n, 3)} float32, wall seconds of "affinities" (kNN graph,
     calibration and PCA), "2d" and "3d" (optimisation)).
     """

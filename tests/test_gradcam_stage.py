@@ -33,8 +33,21 @@ def test_stage_writes_grid_and_metrics(workdir):
     assert json.loads((out / "metrics.json").read_text()) == \
         {"center_loss": {k: metrics[k] for k in ("deletion_auc", "insertion_auc")}}
     assert on_disk["n_images"] == 10 * workdir["gradcam"]["images_per_class"]
-    for key in METRIC_KEYS[:4]:
-        assert 0.0 <= on_disk[key] <= 1.0
+    # the random baseline, recomputed here: the grid's images, the model's predictions, auc_steps, seed
+    import keras
+    from study.data import class_names, load_split, preprocess
+    from study.faithfulness import auc, curves, random_rankings
+    from study.gradcam import pick_images
+    x, y = load_split("test")
+    images = preprocess(x[pick_images(y, workdir["gradcam"]["images_per_class"], workdir["seed"],
+                                      len(class_names())).ravel()])
+    model = keras.saving.load_model(paths.model_file("center_loss"))
+    predict = lambda batch: model(batch, training=False).numpy()       # noqa: E731
+    rankings = random_rankings(len(images), 32 * 32, workdir["seed"])
+    for mode in ("deletion", "insertion"):
+        want = auc(curves(predict, images, rankings, predict(images).argmax(1), workdir["gradcam"]["auc_steps"],
+                          mode)).mean()
+        assert on_disk[f"random_{mode}_auc"] == pytest.approx(want, rel=1e-5)
     import matplotlib.image as mpimg
     grid = mpimg.imread(out / "grid.png")
     assert grid.ndim == 3 and grid.shape[0] > 400 and grid.shape[1] > 200   # 10 rows of panels

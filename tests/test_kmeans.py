@@ -73,4 +73,7 @@ def test_metrics_on_mixed_clusters():
     np.testing.assert_array_equal(matched, centroids)
     # class means: a = 1.0, b = 3.0 -> distances 1 and 1
     assert m["centroid_to_class_mean"]["per_class"] == {"a": pytest.approx(1.0), "b": pytest.approx(1.0)}
-    assert 0 < m["nmi"] < 1 and m["ari"] < 1
+    # contingency [[3, 1], [1, 3]]: MI = 0.75 ln 1.5 - 0.25 ln 2 nats, both entropies ln 2;
+    # ARI = (6 - 12 * 12 / 28) / (12 - 12 * 12 / 28) = 0.125 (pairs agreeing vs chance)
+    assert m["nmi"] == pytest.approx((0.75 * np.log(1.5) - 0.25 * np.log(2)) / np.log(2))
+    assert m["ari"] == pytest.approx(0.125)

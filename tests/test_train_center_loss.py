@@ -64,7 +64,7 @@ def test_stages_end_to_end(stage_dir, trained, variant, init):
     centroids = np.load(paths.CENTROIDS)["centroids"]
     assert centroids.shape == (10, 512) and centroids.dtype == np.float32
     saved = json.loads((paths.KMEANS_DIR / "details.json").read_text())
-    assert saved == km and 0 <= km["nmi"] <= 1 and 0.1 <= km["purity"] <= 1 and km["inertia"] > 0
+    assert saved == km and km["inertia"] > 0      # the metrics' values: tests/test_kmeans.py, known answers
     assert len(km["centroid_to_class_mean"]["per_class"]) == 10
 
     # the saved model is the plain CNN and predicts exactly what was tested before saving

@@ -9,6 +9,7 @@ from study import paths
 from study.model import ANALYSED_LAYERS
 from study.io import StageError
 from study.params import validate
+from study.tsne import knn_accuracy, silhouette
 from tests.conftest import REPO
 from tests.synthetic import CLASSES
 
@@ -59,8 +60,12 @@ def test_extract_then_tsne_writes_points_images_and_metrics(workdir):
         assert png.startswith(PNG_MAGIC) and len(png) > 20_000
         m = metrics[layer]
         assert set(m) == METRIC_KEYS
-        assert all(0.0 <= m[k] <= 1.0 for k in m if not k.startswith("silhouette"))
-        assert all(-1.0 <= m[k] <= 1.0 for k in m if k.startswith("silhouette"))
+        # the 2D metrics are those of the points written (5 significant digits) with their classes
+        points = np.array([[float(a), float(b)] for a, b, _ in rows])
+        labels = np.array([CLASSES.index(c) for *_, c in rows])
+        assert m["silhouette_2d"] == pytest.approx(silhouette(points, labels), abs=1e-3)
+        assert abs(m["knn_accuracy_2d"] - knn_accuracy(points, labels, params["tsne"]["knn_k"],
+                                                       params["seed"])) <= 2 / n
     # surfaces only for conv layers
     assert paths.tsne_surface("center_loss", "conv2d").read_bytes().startswith(PNG_MAGIC)
     assert paths.tsne_surface("center_loss", "conv2d_4").exists()
