@@ -36,7 +36,8 @@ def one_epoch(devices: int, n_images: int) -> float:
 
     from study.data import load_split
     from study.model import build_model
-    from study.train import compile_model, make_dataset, set_seed
+    from study.dataset import make_dataset
+    from study.train import compile_model, set_seed
     x, y = load_split("train")
     x, y = x[:n_images], y[:n_images]
     bs, seed = params["batch_size"], params["seed"]

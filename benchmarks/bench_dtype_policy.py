@@ -2,7 +2,7 @@
 
 Both models are the study CNN compiled the same way (study.train.compile_model: params.yaml's
 optimizer, schedule, weight decay, label smoothing) and fed by the same pipeline
-(study.train.make_dataset with params.yaml's batch_size and augment); only the dtype policy
+(study.dataset.make_dataset with params.yaml's batch_size and augment); only the dtype policy
 differs. Rounds alternate float32, mixed_bfloat16, float32, ... so both see the same machine
 load; the first round of each is warm-up (graph tracing) and not counted.
 

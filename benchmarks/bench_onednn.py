@@ -2,7 +2,7 @@
 
 TensorFlow reads TF_ENABLE_ONEDNN_OPTS once, when it loads, so each side is its own process:
 rounds alternate on, off, on, ... so both see the same machine load. A round trains the seed
-CNN the way train_baseline does (study.train.compile_model and make_dataset with params.yaml's
+CNN the way train_baseline does (study.train.compile_model and study.dataset.make_dataset with params.yaml's
 optimizer, schedule, batch_size and augment) on the same images for --seconds after a warm-up
 epoch, and reports the medians of its epochs' images/s and CPU time per image (both cores'
 CPU seconds: what the kernels cost, whatever the wall clock). This machine's speed swings by
@@ -32,7 +32,8 @@ def child(n_images: int, seconds: float, synthetic: bool) -> None:
     from benchmarks.bench_train import images
     from study.model import build_model
     from study.params import load
-    from study.train import compile_model, make_dataset, set_seed
+    from study.dataset import make_dataset
+    from study.train import compile_model, set_seed
     params = load()
     bs, seed = params["batch_size"], params["seed"]
     x, y = images(n_images, synthetic, seed)

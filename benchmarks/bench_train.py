@@ -3,7 +3,7 @@
 Both train the study CNN built and compiled as the trainings do (params.yaml's dtype policy and
 fused_batch_norm; study.train.compile_model: optimizer, schedule, weight decay, label
 smoothing) with params.yaml's batch_size; the recipe
-feeds it through study.train.make_dataset (seeded shuffle, params.yaml's augment, parallel
+feeds it through study.dataset.make_dataset (seeded shuffle, params.yaml's augment, parallel
 map, prefetch), the plain fit takes float numpy arrays. Rounds alternate plain, recipe, plain,
 ... so both see the same machine load; the first round of each is warm-up (graph tracing)
 and not counted. Each step is timed (a batch callback) and the median step time is the figure
@@ -65,7 +65,8 @@ def main() -> None:
     params, x, y, steps, rounds = setup(__doc__, 4096)
     from study.data import preprocess
     from study.model import build_model
-    from study.train import compile_model, make_dataset
+    from study.dataset import make_dataset
+    from study.train import compile_model
 
     from study.devices import resolve_dtype_policy
     from study.fused_batch_norm import enable
@@ -97,7 +98,7 @@ def compare_models(params: dict, x: np.ndarray, y: np.ndarray, rounds: int, mode
     """Fit each compiled model of `models` (name -> model) on the recipe's pipeline in turn
     (`alternate`); print a header (`note` says what differs) and each one's median step; return
     the median step seconds by name."""
-    from study.train import make_dataset
+    from study.dataset import make_dataset
     bs, steps = params["batch_size"], math.ceil(len(x) / params["batch_size"])
     data = make_dataset(x, y, bs, shuffle=True, augment=params["augment"], seed=params["seed"])
     fits = {name: lambda cb, m=m: m.fit(data, epochs=1, verbose=0, shuffle=False, callbacks=cb)

@@ -12,7 +12,6 @@ plots/compare/metrics.json (`difference`: center_loss - baseline), plots/compare
 plots/compare/confusion_matrices.png and plots/compare/report.md (links the
 t-SNE 3D images and Grad-CAM grids of both models relatively).
 """
-import csv
 
 import numpy as np
 
@@ -20,6 +19,7 @@ from study import paths
 from study.data import class_names
 from study.io import StageError, load_npz, read_input, read_json, run_stage, save_figure, write_metrics, write_text
 from study.compare import DIFFERENCE, differences
+from study.curves import parse_curve
 from study.model import FEATURE_LAYER
 from study.params import load
 
@@ -32,15 +32,9 @@ SPLITS = ("train", "val")
 
 
 def read_curve(path, stage: str) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, values) of a DVCLive TSV (columns: [timestamp,] step, <metric>)."""
-    def read(p):
-        with open(p, newline="") as f:
-            rows = list(csv.DictReader(f, delimiter="\t"))
-        if not rows or "step" not in rows[0]:
-            raise StageError(f"{p}: expected a DVCLive TSV with a 'step' column; run `dvc repro {stage}`")
-        value_key = [k for k in rows[0] if k not in ("step", "timestamp")][0]
-        return np.array([int(r["step"]) for r in rows]), np.array([float(r[value_key]) for r in rows])
-    return read_input(path, stage, read, "DVCLive TSV")
+    """(steps, values) of a DVCLive TSV (study.curves.parse_curve), via read_input."""
+    curve = read_input(path, stage, parse_curve, "DVCLive TSV")
+    return np.array(list(curve), int), np.array(list(curve.values()), float)
 
 
 def read_model(name: str, classes: list[str], params: dict) -> tuple[dict, np.ndarray]:

@@ -5,11 +5,12 @@ stage reads the files and writes the results.
 """
 from __future__ import annotations
 
+import reprlib
+
 import numpy as np
 
 from study.kmeans import class_means, fit_kmeans
 from study.io import StageError
-from study.safe_pickle import short_repr
 from study.model import ANALYSED_LAYERS
 
 TSNE_KEYS = ("knn_accuracy_2d", "knn_accuracy_3d", "knn_accuracy_features",
@@ -36,7 +37,7 @@ def confusion_matrix(records: list[dict], classes: list[str]) -> np.ndarray:
         try:
             cm[index[r["actual"]], index[r["predicted"]]] += 1
         except (KeyError, TypeError):
-            raise ValueError(f"has a record {short_repr(r)} whose classes are not those of data/classes.json "
+            raise ValueError(f"has a record {reprlib.repr(r)} whose classes are not those of data/classes.json "
                              f"({', '.join(classes)})") from None
     return cm
 

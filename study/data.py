@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import re
+import reprlib
 
 import numpy as np
 
 from study import paths
 from study.io import StageError, load_npz, read_json
-from study.safe_pickle import short_repr
 
 FETCH_STAGE = "fetch_data"
 N_CLASSES = 10
@@ -43,7 +43,7 @@ def check_class_names(names, source) -> list[str]:
                          f"run `dvc repro {FETCH_STAGE}` to rebuild it")
     bad = next((n for n in names if not CLASS_NAME.fullmatch(n)), None)
     if bad is not None or len(set(names)) != len(names):
-        what = f"class name {short_repr(bad)} is not allowed" if bad is not None else "class names repeat"
+        what = f"class name {reprlib.repr(bad)} is not allowed" if bad is not None else "class names repeat"
         raise StageError(f"{source}: {what}; allowed: {N_CLASSES} different names of 1-40 letters, digits, "
                          f"spaces, '_', '-', '.', starting with a letter or digit; run `dvc repro {FETCH_STAGE}`")
     return names

@@ -15,7 +15,7 @@ finished epochs come back from this backup. The next run of the stage restores t
 fit() at that epoch when its fingerprint (the training params, the train and validation arrays,
 the initial weights and centres, the code under study/ and stages/) is the same; otherwise the
 backup is discarded and training starts over. Data order and augmentation depend only on the seed
-and the epoch (study.train.make_dataset), so a resumed run ends with the same weights as an
+and the epoch (study.dataset.make_dataset), so a resumed run ends with the same weights as an
 uninterrupted one. A finished training deletes the folder.
 """
 from __future__ import annotations
@@ -104,21 +104,16 @@ def _read_state(path: Path, variables: list) -> tuple[list[np.ndarray] | None, s
 
 
 def _curves_problem(folder: Path, epoch: int) -> str | None:
-    """Why a backup's DVCLive curves (TSV: a header with `step`, then one row per finished epoch
-    before `epoch`) cannot be restored, or None."""
-    import csv
+    """Why a backup's DVCLive curves (one row per finished epoch before `epoch`) cannot be
+    restored, or None."""
+    from study.curves import parse_curve
     if not folder.is_dir():
         return "its curves are missing"
     for tsv in folder.rglob("*.tsv"):
         try:
-            with open(tsv, newline="") as f:
-                rows = list(csv.reader(f, delimiter="\t"))
-            step = rows[0].index("step")
-            if any(len(r) != len(rows[0]) or not 0 <= int(r[step]) < epoch or
-                   not all(np.isfinite(float(x)) for i, x in enumerate(r) if i != step and x)
-                   for r in rows[1:]):
+            if any(not 0 <= step < epoch for step in parse_curve(tsv)):
                 raise ValueError
-        except (OSError, ValueError, IndexError, UnicodeDecodeError, csv.Error):
+        except (OSError, ValueError, UnicodeDecodeError):
             return f"its curve {tsv.relative_to(folder)} is damaged"
     return None
 

@@ -34,7 +34,8 @@ def _step(strat, variant: str | None, same_global_batch: bool = True, sync_formu
     from study.center_loss import CenterLossTrainer
     from study.devices import share_global_batch
     from study.model import FEATURE_DIM, build_model
-    from study.train import compile_model, make_dataset, set_seed
+    from study.dataset import make_dataset
+    from study.train import compile_model, set_seed
     x, y = _images(images)
     params = dict(optimizer="sgd", learning_rate=LR, weight_decay=0, label_smoothing=0, lr_schedule="none", epochs=1)
     set_seed(SEED)

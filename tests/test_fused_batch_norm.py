@@ -97,7 +97,8 @@ def _fit(fused: bool, steps: int):
     """Weights of the study CNN after `steps` SGD steps on random images, batch norm fused or not.
     (Random pixels: the flat synthetic images tie in max pooling, where a last-bit difference
     sends a gradient to another pixel.)"""
-    from study.train import compile_model, make_dataset, set_seed
+    from study.dataset import make_dataset
+    from study.train import compile_model, set_seed
     params = dict(tiny_params(), optimizer="sgd", lr_schedule="none", learning_rate=0.05, fused_batch_norm=fused)
     set_seed(0)
     model = build_model(True)

@@ -99,7 +99,7 @@ def test_cross_key_rules():
 
 def test_the_defaults_hold_for_any_number_of_epochs():
     # `dvc exp run -S epochs=1`: the one-cycle warm-up (2 epochs by default) is capped at half the training
-    from study.train import warmup_epochs
+    from study.schedules import warmup_epochs
     defaults = load(REPO / "params.yaml")
     assert defaults["lr_warmup_epochs"] == 2
     got = {epochs: warmup_epochs(validate(dict(defaults, epochs=epochs))) for epochs in (1, 3, 4, 30)}

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from study import resume
-from study.train import compile_model, make_dataset, set_seed
+from study.dataset import make_dataset
+from study.train import compile_model, set_seed
 from tests.conftest import tiny_params
 from tests.synthetic import synthetic_images
 

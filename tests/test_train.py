@@ -14,10 +14,10 @@ import pytest
 import yaml
 
 from study import paths
-from study.io import StageError
-from study.train import (ONECYCLE_DIV, _callbacks, cross_entropy, evaluate_test, lr_for_epoch, make_dataset,
-                         make_optimizer, onecycle)
+from study.schedules import lr_for_epoch
+from study.train import cross_entropy, evaluate_test, make_optimizer
 from tests.conftest import REPO, assert_one_line_error, tree
+from tests.test_schedules import onecycle_by_hand
 
 
 def _read_tsv_column(path, column):
@@ -29,35 +29,6 @@ def _read_tsv_column(path, column):
 def _train(params):
     from stages.train_baseline import main
     return main(params)
-
-
-def test_lr_schedules_by_hand():
-    p = {"learning_rate": 0.1, "lr_schedule": "step", "lr_step_epochs": 2, "lr_step_factor": 0.5, "epochs": 4}
-    assert [lr_for_epoch(e, p) for e in range(5)] == [0.1, 0.1, 0.05, 0.05, 0.025]
-    p["lr_schedule"] = "cosine"
-    assert [round(lr_for_epoch(e, p), 6) for e in range(4)] == [0.1, 0.085355, 0.05, 0.014645]
-    p["lr_schedule"] = "none"
-    assert {lr_for_epoch(e, p) for e in range(4)} == {0.1}
-
-
-def _onecycle_by_hand(step, lr, warmup, total):
-    """The one-cycle rate written out: linear from lr/25 to lr over `warmup` steps, then cosine to 0."""
-    if step < warmup:
-        return lr / ONECYCLE_DIV + (lr - lr / ONECYCLE_DIV) * step / warmup
-    return 0.5 * lr * (1 + math.cos(math.pi * min(step - warmup, total - warmup) / (total - warmup)))
-
-
-@pytest.mark.parametrize("warmup_epochs", [0, 1, 1.5, 3])
-def test_onecycle_rate_per_step_and_per_epoch(warmup_epochs):
-    p = {"learning_rate": 0.2, "lr_schedule": "onecycle", "lr_warmup_epochs": warmup_epochs, "epochs": 4}
-    schedule, steps = onecycle(p, steps_per_epoch=10), 10
-    warmup = round(min(warmup_epochs, 4 / 2) * steps)         # at most half the training
-    got = [float(schedule(i)) for i in range(41)]
-    want = [_onecycle_by_hand(i, 0.2, warmup, 40) for i in range(41)]
-    assert got == pytest.approx(want, rel=1e-5, abs=1e-7)
-    assert got[0] == pytest.approx(0.2 / 25 if warmup else 0.2) and max(got) == pytest.approx(0.2)
-    assert got[40] == pytest.approx(0.0, abs=1e-7)  # the last step ends at 0
-    assert got[warmup] == pytest.approx(0.2)       # the peak is where the warm-up ends
 
 
 def test_label_smoothing_in_the_loss():
@@ -73,7 +44,7 @@ def test_label_smoothing_in_the_loss():
 
 def test_weight_decay_shrinks_kernels_not_biases_or_batch_norm():
     import keras
-    p = {"optimizer": "sgd", "learning_rate": 0.1, "lr_schedule": "none", "weight_decay": 0.5}
+    p = {"optimizer": "sgd", "learning_rate": 0.1, "lr_schedule": "none", "weight_decay": 0.5, "ema_momentum": 0}
     net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="fc"), keras.layers.BatchNormalization(name="bn")])
     for v in net.trainable_variables:
         v.assign(np.ones(v.shape, "float32"))
@@ -191,59 +162,11 @@ def test_each_optimizer_and_schedule_trains_and_logs_its_learning_rate(workdir, 
     live = paths.train_dir("baseline")
     logged = _read_tsv_column(live / "plots/metrics/learning_rate.tsv", "learning_rate")
     steps = math.ceil(workdir["data"]["train_size"] / workdir["batch_size"])  # 7 steps per epoch
-    want = [_onecycle_by_hand(e * steps, 0.05, steps, 3 * steps) for e in range(3)] if schedule == "onecycle" \
+    want = [onecycle_by_hand(e * steps, 0.05, steps, 3 * steps) for e in range(3)] if schedule == "onecycle" \
         else [lr_for_epoch(e, workdir) for e in range(3)]  # each epoch logs its first step's rate
     assert logged == pytest.approx(want, rel=1e-5)
     losses = _read_tsv_column(live / "plots/metrics/train/loss.tsv", "loss")
     assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0], losses
-
-
-def test_nan_loss_stops_training_with_a_clear_message():
-    params = {"learning_rate": 0.5, "lr_schedule": "none"}
-    stop = [cb for cb in _callbacks(params, live=None) if type(cb).__name__ == "StopOnNaN"][0]
-    stop.on_epoch_begin(2)
-    stop.on_train_batch_end(0, {"loss": 1.0})
-    with pytest.raises(StageError, match=r"training loss became nan at epoch 3, batch 8; lower learning_rate \(now 0.5\)"):
-        stop.on_train_batch_end(7, {"loss": float("nan")})
-
-
-def test_dataset_preprocesses_and_augments_in_graph():
-    x = np.random.default_rng(0).integers(0, 256, size=(8, 32, 32, 3), dtype=np.uint8)
-    y = np.arange(8, dtype=np.uint8)
-    plain = next(iter(make_dataset(x, y, 8)))
-    assert plain[0].dtype.name == "float32" and np.allclose(plain[0].numpy(), x / 255.0)
-    assert plain[1].numpy().tolist() == list(range(8))
-    a1 = next(iter(make_dataset(x, y, 8, augment="rotate_flip", seed=3)))[0].numpy()
-    assert a1.shape == (8, 32, 32, 3) and not np.allclose(a1, x / 255.0)
-    assert 0.0 <= a1.min() and a1.max() <= 1.0
-
-
-def _shift_and_flip(image, out, pad):
-    """(dy, dx, flipped) such that out's centre is image shifted by (dy, dx), mirrored if flipped; or None."""
-    c = slice(pad, 32 - pad)
-    for flipped in (False, True):
-        src = image[:, ::-1] if flipped else image
-        for dy in range(-pad, pad + 1):
-            for dx in range(-pad, pad + 1):
-                if np.array_equal(out[c, c], src[pad + dy:32 - pad + dy, pad + dx:32 - pad + dx]):
-                    return dy, dx, flipped
-    return None
-
-
-def test_crop_flip_shifts_each_image_by_at_most_4_pixels_and_mirrors_some():
-    x = np.random.default_rng(0).integers(0, 256, size=(64, 32, 32, 3), dtype=np.uint8)
-    y = np.zeros(64, dtype=np.uint8)
-    out = next(iter(make_dataset(x, y, 64, augment="crop_flip", seed=5)))[0].numpy()
-    assert out.shape == (64, 32, 32, 3) and out.dtype == np.float32
-    assert np.allclose(out * 255, np.round(out * 255), atol=1e-3)  # pixels copied, not interpolated
-    pixels = np.round(out * 255).astype(np.uint8)
-    moves = [_shift_and_flip(x[i], pixels[i], 4) for i in range(64)]
-    assert None not in moves                                   # every image: a whole-pixel shift <= 4, maybe mirrored
-    assert len({(dy, dx) for dy, dx, _ in moves}) > 10        # per image, not one offset per batch
-    assert 10 < sum(f for *_, f in moves) < 54                 # about half mirrored
-    again = next(iter(make_dataset(x, y, 64, augment="crop_flip", seed=5)))[0].numpy()
-    other = next(iter(make_dataset(x, y, 64, augment="crop_flip", seed=6)))[0].numpy()
-    assert np.array_equal(out, again) and not np.array_equal(out, other)  # seeded
 
 
 def _start_training(root, extra_env=None):
@@ -381,41 +304,6 @@ def test_a_short_or_chance_level_training_says_so():
     assert training_warnings(5_000, 40, 100, 3) == [chance[0].replace("0.1700", "0.4000").replace("0.10 for 10", "0.33 for 3")]
 
 
-def _flipped_per_image(x, batches):
-    """{image index: mirrored?} of crop_flip batches whose labels are the image indices."""
-    seen = {}
-    for images, labels in batches:
-        pixels = np.round(images.numpy() * 255).astype(np.uint8)
-        for out, i in zip(pixels, labels.numpy()):
-            seen[int(i)] = _shift_and_flip(x[i], out, 4)[2]
-    return seen
-
-
-def test_alternating_flip_mirrors_each_image_in_every_other_epoch():
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, size=(40, 32, 32, 3), dtype=np.uint8)
-    y = np.arange(40, dtype=np.uint8)
-    ds = make_dataset(x, y, 16, shuffle=True, augment="crop_flip", seed=4, epochs=3, alternating_flip=True)
-    batches = list(ds)
-    per_epoch = [_flipped_per_image(x, batches[e * 3:(e + 1) * 3]) for e in range(3)]
-    assert 10 < sum(per_epoch[0].values()) < 30                                   # a random half first
-    assert all(per_epoch[1][i] != per_epoch[0][i] == per_epoch[2][i] for i in range(40))
-    random = [_flipped_per_image(x, list(make_dataset(x, y, 16, shuffle=True, augment="crop_flip", seed=4,
-                                                      epochs=3))[e * 3:(e + 1) * 3]) for e in range(3)]
-    assert any(random[1][i] == random[0][i] for i in range(40))               # control: at random, not always
-    # off (the default): the same batches as before the option existed (no flip mask given)
-    plain = make_dataset(x, y, 16, shuffle=True, augment="crop_flip", seed=4, epochs=3)
-    order = np.random.default_rng([4, 0]).permutation(40)[:16]
-    import tensorflow as tf
-    from study.train import augment_batch
-    want = augment_batch(tf.constant(x[order] / np.float32(255)), "crop_flip", tf.constant([4, 0], tf.int64))
-    assert np.array_equal(next(iter(plain))[0].numpy(), want.numpy())
-    # a resumed run (start_epoch 1) sees the same flips in its epochs as the whole run
-    resumed = list(make_dataset(x, y, 16, shuffle=True, augment="crop_flip", seed=4, epochs=3, start_epoch=1,
-                                alternating_flip=True))
-    assert all(np.array_equal(a[0].numpy(), b[0].numpy()) for a, b in zip(resumed, batches[3:]))
-
-
 def test_weight_ema_ends_with_the_average_of_the_raw_weights_and_off_means_no_average():
     import keras
     x = np.random.default_rng(0).normal(size=(32, 3)).astype("float32")
@@ -443,18 +331,6 @@ def test_weight_ema_ends_with_the_average_of_the_raw_weights_and_off_means_no_av
     for w in raw[1:]:
         average = 0.75 * average + 0.25 * w
     assert opt.use_ema and np.allclose(final, average, atol=1e-6) and not np.allclose(final, raw[-1], atol=1e-3)
-
-
-def test_flip_shift_tta_averages_six_views():
-    from study.train import tta_views
-    images = np.random.default_rng(0).random((2, 32, 32, 3)).astype("float32")
-    views = tta_views(images, "flip_shift")
-    mirror = images[:, :, ::-1]
-    assert len(views) == 6 and np.array_equal(views[1], mirror)
-    assert np.array_equal(views[2][:, 1:, 1:], images[:, :-1, :-1])     # one pixel down-right of the image...
-    assert np.array_equal(views[3][:, :-1, :-1], images[:, 1:, 1:])     # ...and up-left
-    assert np.array_equal(views[5][:, :-1, :-1], mirror[:, 1:, 1:])
-    assert [len(tta_views(images, t)) for t in ("none", "flip")] == [1, 2]
 
 
 def test_tricks_on_train_and_say_so(workdir, capsys):
