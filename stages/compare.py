@@ -16,12 +16,14 @@ t-SNE 3D images and Grad-CAM grids of both models relatively).
 import numpy as np
 
 from study import paths
-from study.data import class_names
-from study.io import StageError, load_npz, read_input, read_json, run_stage, save_figure, write_metrics, write_text
 from study.compare import DIFFERENCE, differences
 from study.curves import parse_curve
+from study.data import class_names
+from study.errors import StageError
+from study.files import load_npz, read_input, read_json, save_figure, write_metrics, write_text
 from study.model import FEATURE_LAYER
 from study.params import load
+from study.stage import run_stage
 
 BASE, OTHER = paths.MODEL_NAMES          # ("baseline", "center_loss")
 # The curves drawn side by side, and the DVCLive metric holding each for each model: the

@@ -11,8 +11,9 @@ maps of the first sampled images, `surface_index` their test-split indices.
 
 from study import paths
 from study.data import load_split
-from study.io import run_model_stage, write_npz
+from study.files import write_npz
 from study.model import ANALYSED_LAYERS
+from study.stage import run_model_stage
 
 
 def main(params: dict, name: str) -> dict[str, float]:

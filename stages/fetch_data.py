@@ -24,8 +24,9 @@ from study import paths
 from study.cifar import read_archive
 from study.data import SPLITS, fetch_info, split_indices
 from study.download import fetch_archive_once
-from study.io import run_stage, write_json, write_npz
+from study.files import write_json, write_npz
 from study.params import load
+from study.stage import run_stage
 
 TMP_PREFIX = ".tmp-fetch_data-"  # data/.tmp-*: .gitignore and .dvcignore list it
 OUTPUTS = {"train": paths.TRAIN, "val": paths.VAL, "test": paths.TEST,

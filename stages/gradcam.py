@@ -12,7 +12,8 @@ import numpy as np
 
 from study import paths
 from study.data import class_names, load_split, preprocess
-from study.io import pick, run_model_stage, save_figure, write_metrics
+from study.files import pick, save_figure, write_metrics
+from study.stage import run_model_stage
 
 HEADLINE = ("deletion_auc", "insertion_auc")    # of metrics.json; details.json has them all
 PREDICT_BATCH = 256                              # images per model call (a curve has auc_steps + 1)

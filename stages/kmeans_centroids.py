@@ -11,9 +11,11 @@ import numpy as np
 
 from study import paths
 from study.data import class_names, load_split, preprocess
-from study.io import StageError, pick, run_stage, write_metrics, write_npz
+from study.errors import StageError
+from study.files import pick, write_metrics, write_npz
 from study.model import FEATURE_LAYER
 from study.params import load
+from study.stage import run_stage
 
 BASELINE = "baseline"
 HEADLINE = ("nmi", "purity")    # of metrics.json; details.json has them all

@@ -6,8 +6,8 @@ Writes models/baseline.keras, models/baseline_summary.txt and plots/train_baseli
 metrics.json with baseline.test.accuracy and baseline.test.loss, plots/sklearn/confusion_matrix.json).
 """
 from study.data import class_names, load_split
-from study.io import run_stage
 from study.params import load
+from study.stage import run_stage
 
 NAME = "baseline"
 

@@ -17,8 +17,10 @@ import numpy as np
 
 from study import paths
 from study.data import class_names, load_split
-from study.io import StageError, load_npz, run_stage
+from study.errors import StageError
+from study.files import load_npz
 from study.params import load
+from study.stage import run_stage
 
 NAME = "center_loss"
 BASELINE = "baseline"

@@ -16,8 +16,10 @@ import numpy as np
 
 from study import paths
 from study.data import class_names
-from study.io import StageError, load_npz, pick, run_model_stage, save_figure, write_metrics, write_text
+from study.errors import StageError
+from study.files import load_npz, pick, save_figure, write_metrics, write_text
 from study.model import ANALYSED_LAYERS
+from study.stage import run_model_stage
 
 HEADLINE = ("knn_accuracy_2d",)    # per layer, of metrics.json; details.json has them all
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from study.data import preprocess, stratified_subset
-from study.io import StageError
+from study.errors import StageError
 
 
 class GramIncrementalPCA:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from study.curves import VAL_THRESHOLDS
-from study.io import StageError
+from study.errors import StageError
 from study.schedules import lr_for_epoch
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from study.io import StageError
+from study.errors import StageError
 from study.safe_pickle import MAX_ROWS, ROW, load_pickle, short_repr
 
 PREFIX = "cifar-10-batches-py/"

@@ -9,8 +9,8 @@ import reprlib
 
 import numpy as np
 
+from study.errors import StageError
 from study.kmeans import class_means, fit_kmeans
-from study.io import StageError
 from study.model import ANALYSED_LAYERS
 
 TSNE_KEYS = ("knn_accuracy_2d", "knn_accuracy_3d", "knn_accuracy_features",

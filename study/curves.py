@@ -7,7 +7,7 @@ import csv
 import math
 from pathlib import Path
 
-from study.io import atomic_path
+from study.files import atomic_path
 
 # Time to accuracy: when val accuracy first reaches these (keys without dots: DVC splits keys at dots)
 VAL_THRESHOLDS = {"0_80": 0.80, "0_85": 0.85, "0_864": 0.864}

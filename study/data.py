@@ -7,7 +7,8 @@ import reprlib
 import numpy as np
 
 from study import paths
-from study.io import StageError, load_npz, read_json
+from study.errors import StageError
+from study.files import load_npz, read_json
 
 FETCH_STAGE = "fetch_data"
 N_CLASSES = 10

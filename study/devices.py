@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import types
 
-from study.io import StageError
+from study.errors import StageError
 
 
 class DevicesError(StageError):

@@ -21,7 +21,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
-from study.io import StageError
+from study.errors import StageError
 
 CHUNK = 1 << 20                         # bytes per read when downloading / copying
 MAX_ARCHIVE_BYTES = 512 << 20           # the official archive is 163 MB
@@ -161,7 +161,7 @@ def fetch_archive(url: str, md5: str, tmpdir: Path, timeout: float, attempts: in
 
 
 KEPT_NAME = "cifar-10-python-{md5}.tar.gz"
-KEPT_TEMP_GLOB = ".cifar-10-python-*.tmp.gz"   # study.io.atomic_path's temp names for KEPT_NAME
+KEPT_TEMP_GLOB = ".cifar-10-python-*.tmp.gz"   # study.files.atomic_path's temp names for KEPT_NAME
 
 
 def kept_archive(md5: str) -> Path:
@@ -203,7 +203,7 @@ def keep_copy(archive: Path, kept: Path) -> None:
     import fcntl
     import shutil
 
-    from study.io import atomic_path
+    from study.files import atomic_path
     lock = None
     try:
         with atomic_path(kept) as tmp:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from study.io import StageError
-from study.model import layer_outputs
-from study.model import CAM_LAYER, FEATURE_LAYER, OUTPUT_LAYER
+from study.errors import StageError
+from study.model import CAM_LAYER, FEATURE_LAYER, OUTPUT_LAYER, layer_outputs
 
 BATCH = 128                # images per gradient pass (memory bound only)
 

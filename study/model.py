@@ -88,7 +88,8 @@ def load_trained(name: str, hint: str = "") -> keras.Model:
 
     import keras
 
-    from study.io import StageError, read_input
+    from study.errors import StageError
+    from study.files import read_input
     from study.paths import model_file
     path, stage = model_file(name), f"train_{name}"
 

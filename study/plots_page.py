@@ -23,7 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from study.io import StageError, atomic_path
+from study.errors import StageError
+from study.files import atomic_path
 
 NODE_MODULES = Path("node_modules")
 TEMPLATE = NODE_MODULES / "dvc-plots-offline.html"   # lives and dies with node_modules
@@ -178,5 +179,5 @@ def main() -> Path:
 
 
 if __name__ == "__main__":
-    from study.io import run_stage
+    from study.stage import run_stage
     run_stage(main)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from study.io import write_json
+from study.files import write_json
 
 CHECKPOINTS = Path("checkpoints")
 CODE = ("study", "stages")               # folders whose .py files are in the fingerprint

@@ -22,7 +22,7 @@ import reprlib
 
 import numpy as np
 
-from study.io import StageError
+from study.errors import StageError
 
 MAX_ROWS, ROW = 10_000, 3072            # an official batch: 10,000 images of 3,072 bytes
 # A batch pickles as 3 opcodes per image in the Python 2 form (the official one) and 9 in the

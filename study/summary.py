@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from study import paths
-from study.io import StageError, save_figure, write_json, write_text
+from study.errors import StageError
+from study.files import save_figure, write_json, write_text
 from study.model import FEATURE_LAYER
 from study.untrusted import UntrustedFileError, load_json, load_yaml, shown
 
@@ -508,5 +509,5 @@ def main(argv=None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    from study.io import run_stage
+    from study.stage import run_stage
     run_stage(main)

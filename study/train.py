@@ -17,7 +17,7 @@ from study.callbacks import training_callbacks
 from study.curves import read_curve, time_to_val_accuracy, trim_curves
 from study.data import preprocess
 from study.dataset import make_dataset, tta_views
-from study.io import atomic_path, write_metrics, write_npy
+from study.files import atomic_path, write_metrics, write_npy
 from study.schedules import onecycle
 
 SGD_MOMENTUM = 0.9

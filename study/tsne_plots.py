@@ -1,7 +1,7 @@
 """Figures of the tsne stage (matplotlib, Agg backend): 3D t-SNE scatters and 3D surfaces of conv maps.
 
 Pure drawing: functions take arrays and return a matplotlib Figure; the stage saves it
-with study.io.save_figure (atomic, closes the figure).
+with study.files.save_figure (atomic, closes the figure).
 """
 from __future__ import annotations
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from study import paths
-from study.model import ANALYSED_LAYERS
 from study.activations import batch_slices, channel_mean, sample
-from study.io import StageError
+from study.errors import StageError
+from study.model import ANALYSED_LAYERS
 from study.params import ParamsError, validate
 from tests.conftest import REPO, tiny_params
 

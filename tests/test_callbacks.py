@@ -2,7 +2,7 @@
 import pytest
 
 from study.callbacks import training_callbacks
-from study.io import StageError
+from study.errors import StageError
 
 
 def test_nan_loss_stops_training_with_a_clear_message():

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from stages import compare
-from study.compare import GRADCAM_KEYS, TSNE_KEYS, distance_ratio
 from study import paths
+from study.compare import GRADCAM_KEYS, TSNE_KEYS, distance_ratio
+from study.errors import StageError
 from study.model import ANALYSED_LAYERS
-from study.io import StageError
 from tests.synthetic import CLASSES
 
 ACC = {"baseline": 0.70, "center_loss": 0.75}

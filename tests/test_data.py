@@ -5,7 +5,7 @@ import pytest
 
 from study.compare import confusion_matrix
 from study.data import check_class_names
-from study.io import StageError
+from study.errors import StageError
 from tests.conftest import assert_one_line_error, stage_process, tiny_params, tree
 from tests.synthetic import write_splits
 

@@ -25,7 +25,7 @@ import yaml
 
 from stages import fetch_data
 from study import cifar, download, paths
-from study.io import StageError
+from study.errors import StageError
 from study.params import load
 from tests.cifar_archive import (CLASSES, FORMS, bad_dtype_batch, bad_label_batch, bad_shape_batch, batch_dict,
                                  batch_pickle, build_archive, full_size_members, malicious_pickle, md5_file,

@@ -4,7 +4,7 @@ import pytest
 
 from study import gradcam
 from study.data import preprocess
-from study.io import StageError
+from study.errors import StageError
 from tests.synthetic import synthetic_images
 
 

@@ -7,8 +7,9 @@ import pytest
 
 from stages import gradcam
 from study import paths
-from study.io import StageError, model_name_arg
+from study.errors import StageError
 from study.params import load
+from study.stage import model_name_arg
 from tests.conftest import REPO
 
 METRIC_KEYS = ["deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc",

@@ -8,9 +8,9 @@ import pytest
 
 from stages import kmeans_centroids
 from study import paths
-from study.kmeans import contingency
 from study.data import load_split
-from study.io import StageError
+from study.errors import StageError
+from study.kmeans import contingency
 from study.model import load_trained
 from study.params import load
 

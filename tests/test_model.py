@@ -115,7 +115,7 @@ def _bad_models(tmp_path):
 
 
 def test_load_trained_names_every_kind_of_bad_model_file(tmp_path, monkeypatch):
-    from study.io import StageError
+    from study.errors import StageError
     from study.model import load_trained
     cases = _bad_models(tmp_path)
     monkeypatch.chdir(tmp_path)

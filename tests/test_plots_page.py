@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from study import paths, plots_page
-from study.io import StageError
+from study.errors import StageError
 from study.model import ANALYSED_LAYERS
 from tests.conftest import REPO
 

@@ -6,7 +6,7 @@ import struct
 import numpy as np
 import pytest
 
-from study.io import StageError
+from study.errors import StageError
 from study.safe_pickle import MAX_PICKLE_OPS, load_pickle
 from tests.cifar_archive import FORMS, batch_pickle, int_list, pickle_official, py2_array, raw_pickle
 

@@ -82,9 +82,9 @@ def test_every_stage_lists_exactly_the_files_it_imports():
 def test_the_check_fails_when_a_dep_is_lost_or_extra():
     spec = _dvc_yaml()
     lost = copy.deepcopy(spec)
-    lost["stages"]["train_baseline"]["deps"].remove("study/io.py")
+    lost["stages"]["train_baseline"]["deps"].remove("study/stage.py")
     lost["stages"]["tsne"]["do"]["deps"].remove("study/tsne_plots.py")  # imported inside a function
-    assert deps_problems(lost) == ["train_baseline: deps lack study/io.py", "tsne: deps lack study/tsne_plots.py"]
+    assert deps_problems(lost) == ["train_baseline: deps lack study/stage.py", "tsne: deps lack study/tsne_plots.py"]
     extra = copy.deepcopy(spec)
     extra["stages"]["fetch_data"]["deps"].append("study/gradcam.py")
     assert deps_problems(extra) == ["fetch_data: deps list study/gradcam.py, which it does not import"]

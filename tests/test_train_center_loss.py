@@ -10,7 +10,7 @@ import yaml
 from stages import kmeans_centroids, train_center_loss
 from study import paths
 from study.data import load_split
-from study.io import StageError
+from study.errors import StageError
 from study.params import ParamsError, load
 from study.train import evaluate_test
 

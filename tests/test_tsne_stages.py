@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from study import paths
+from study.errors import StageError
 from study.model import ANALYSED_LAYERS
-from study.io import StageError
 from study.params import validate
 from study.tsne import knn_accuracy, silhouette
 from tests.conftest import REPO

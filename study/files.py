@@ -1,19 +1,18 @@
-"""Atomic output writing and the one-line error exit every stage uses."""
+"""Files between stages: reading what another stage wrote (missing or damaged is a one-line
+StageError naming the `dvc repro` that rebuilds it) and writing outputs atomically (temp file,
+then rename), so an interrupted stage leaves no half-written file."""
 from __future__ import annotations
 
 import json
 import os
-import signal
-import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-
-class StageError(RuntimeError):
-    """A problem the user can fix (bad input, bad data); printed as one line, exit 1."""
+from study.errors import StageError
+from study.paths import details_file, metrics_file
 
 
 def read_input(path, stage: str, read, what: str = "file", hint: str = ""):
@@ -84,7 +83,6 @@ def write_metrics(folder, details: dict, headline: dict, owner: str | None = Non
     under `owner` (the model, or the stage's subject) when given. Metric keys are unique across
     the pipeline's metrics files, so `dvc exp show` names a column `baseline.test.accuracy`
     rather than prefixing it with its file's path."""
-    from study.paths import details_file, metrics_file
     write_json(details_file(Path(folder)), details)
     write_json(metrics_file(Path(folder)), {owner: headline} if owner else headline)
 
@@ -120,71 +118,3 @@ def save_figure(fig, path, dpi: int = 110) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
-
-
-class Terminated(BaseException):
-    """SIGTERM, raised like KeyboardInterrupt so `finally` blocks remove temp files on the way out."""
-
-
-def _raise_terminated(signum, _frame):
-    raise Terminated(signum)
-
-
-def model_name_arg(argv: list[str]) -> str:
-    """The one CLI argument of a foreach stage (`python -m stages.<stage> baseline`), checked."""
-    from study.paths import MODEL_NAMES
-    if len(argv) != 1 or argv[0] not in MODEL_NAMES:
-        raise StageError(f"model name argument {' '.join(argv) or '(none)'!r} is not allowed; "
-                         f"allowed: exactly one of {', '.join(MODEL_NAMES)}")
-    return argv[0]
-
-
-def run_model_stage(main) -> None:
-    """Entry point of a foreach stage: check the model name (sys.argv), then load params.yaml,
-    then `main(params, name)`, all under run_stage."""
-    from study.params import load
-
-    def checked():
-        name = model_name_arg(sys.argv[1:])
-        return main(load(), name)
-    run_stage(checked)
-
-
-def format_seconds(seconds: float) -> str:
-    """A wall time as a person reads it: 42.0 s, 3 min 05 s, 2 h 03 min."""
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, sec = divmod(round(seconds), 60)
-    return f"{minutes} min {sec:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
-
-
-def run_stage(main, *args) -> None:
-    """Run a stage's main(); user-fixable errors and interruptions become one line on stderr.
-
-    ParamsError / StageError, OSError (disk full, no permission) and Ctrl-C (SIGINT) exit 1;
-    SIGTERM exits 143 (128 + 15).
-    Outputs are written atomically, so an interrupted stage leaves no half-written file. After a
-    stage succeeds, the results of the stages downstream of it are removed (study.stale)."""
-    from study.params import ParamsError
-    import time
-
-    from study.stale import current_stage, discard_downstream_results
-    signal.signal(signal.SIGTERM, _raise_terminated)
-    start = time.perf_counter()
-    try:
-        main(*args)
-        discard_downstream_results()
-        if current_stage():
-            print(f"{current_stage()}: done in {format_seconds(time.perf_counter() - start)}", flush=True)
-    except (ParamsError, StageError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    except OSError as e:  # a full disk, a read-only or vanished folder: the user's to fix
-        where = f"{e.filename}: " if e.filename else ""
-        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
-        sys.exit(1)
-    except (KeyboardInterrupt, Terminated) as e:
-        how = "Ctrl-C (SIGINT)" if isinstance(e, KeyboardInterrupt) else "SIGTERM"
-        print(f"error: interrupted by {how} before the stage finished; `dvc repro` runs it again",
-              file=sys.stderr)
-        sys.exit(1 if isinstance(e, KeyboardInterrupt) else 128 + signal.SIGTERM)

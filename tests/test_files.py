@@ -1,7 +1,7 @@
-"""study.io helpers: a stage's headline and details files, and how wall times read."""
+"""study.files: a stage's headline and details files."""
 import json
 
-from study.io import format_seconds, pick, write_metrics
+from study.files import pick, write_metrics
 
 
 def test_write_metrics_puts_all_numbers_in_details_and_the_headline_in_metrics(tmp_path):
@@ -10,10 +10,3 @@ def test_write_metrics_puts_all_numbers_in_details_and_the_headline_in_metrics(t
     assert json.loads((tmp_path / "stage" / "details.json").read_text()) == details
     assert json.loads((tmp_path / "stage" / "metrics.json").read_text()) == {"nmi": 0.5, "purity": 0.75}
     assert list(pick(details, ("purity", "nmi"))) == ["purity", "nmi"]      # in the order asked
-
-
-def test_format_seconds():
-    assert format_seconds(4.04) == "4.0 s"
-    assert format_seconds(59.94) == "59.9 s"
-    assert format_seconds(185) == "3 min 05 s"
-    assert format_seconds(7380) == "2 h 03 min"
