@@ -32,7 +32,7 @@ def test_repository_params_are_valid():
     ("weight_decay", -0.1, "in [0, 1]"),
     ("label_smoothing", 0.7, "in [0, 0.5]"),
     ("lr_warmup_epochs", -1, "in [0, 1000]"),
-    ("tta", "ten_crop", "allowed: none, flip"),
+    ("tta", "ten_crop", "allowed: none, flip, flip_shift"),
     ("dtype_policy", "mixed_float16", "allowed: auto, float32, mixed_bfloat16"),
     ("devices", "gpu", "auto, cpu or a number of devices in [1, 64]"),
     ("devices", 0, "auto, cpu or a number of devices in [1, 64]"),
