@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import yaml
 
-from study import summary
+from study import experiments, summary
+from study.experiments import Experiment, fresh_stages
 from study.params import parse, validate
-from study.summary import Experiment, describe, fresh_stages, paired, verdict
+from study.summary import describe, paired, verdict
 from study.untrusted import MAX_DEPTH, MAX_SIZE, UntrustedFileError
 from tests.conftest import REPO
 
@@ -111,25 +112,25 @@ def _experiment_files(acc_b=0.5, acc_c=0.55, center_seed=0, raw=None):
 
 
 def test_read_experiment_takes_values_only_from_stages_that_ran():
-    exp = summary.read_experiment("e1", "abc", _experiment_files().get)
+    exp = experiments.read_experiment("e1", "abc", _experiment_files().get)
     assert exp.values == {("baseline", "test_accuracy"): 0.5, ("baseline", "test_loss"): 1.5,
                           ("baseline", "dense_knn_accuracy"): 0.4, ("baseline", "dense_silhouette"): 0.1,
                           ("center_loss", "test_accuracy"): 0.55, ("center_loss", "test_loss"): 1.4,
                           ("center_loss", "dense_knn_accuracy"): 0.45, ("center_loss", "dense_silhouette"): 0.2}
     assert exp.missing == {} and exp.seed == 0
     # the center-loss stages' records are the parent's (seed 7): stale, so absent and explained
-    stale = summary.read_experiment("e2", "def", _experiment_files(center_seed=7).get)
+    stale = experiments.read_experiment("e2", "def", _experiment_files(center_seed=7).get)
     assert set(stale.values) == {("baseline", k) for k in ("test_accuracy", "test_loss",
                                                              "dense_knn_accuracy", "dense_silhouette")}
     assert stale.missing["center_loss", "test_accuracy"] == \
         "train_center_loss did not run in this experiment (its plots/train_center_loss/metrics.json is older)"
     edited = _experiment_files()
     edited["plots/train_baseline/metrics.json"] = b'{"baseline": {"test": {"accuracy": 0.99, "loss": 0.1}}}'
-    exp = summary.read_experiment("e3", "0a1", edited.get)
+    exp = experiments.read_experiment("e3", "0a1", edited.get)
     assert exp.missing["baseline", "test_accuracy"] == \
         "plots/train_baseline/metrics.json was changed after train_baseline wrote it"
     del edited["plots/tsne/center_loss/details.json"]  # recorded in dvc.lock, not committed
-    exp = summary.read_experiment("e4", "0a2", edited.get)
+    exp = experiments.read_experiment("e4", "0a2", edited.get)
     assert exp.missing["center_loss", "dense_silhouette"] == \
         "plots/tsne/center_loss/details.json is not in this experiment's commit"
 
@@ -221,7 +222,7 @@ def _read_good_and(bad: dict):
     rows = [{"Experiment": "good", "rev": "r1", "State": "Success"},
             {"Experiment": "bad", "rev": "r2", "State": "Success"}]
     files = {"r1": _experiment_files(), "r2": bad}
-    return summary.read_experiments(rows, lambda rev: files[rev].get)
+    return experiments.read_experiments(rows, lambda rev: files[rev].get)
 
 
 HOSTILE_PARAMS = {  # params.yaml -> why its experiment is not counted
@@ -278,7 +279,7 @@ def test_hostile_dvc_lock_leaves_its_experiment_out_in_one_line(case):
 def test_fresh_stages_follows_a_chain_of_the_most_stages_allowed():
     """MAX_STAGES bounds fresh_stages' recursion (one call per upstream stage): a chain that long is fine."""
     lock = {f"s{i}": {"deps": [{"path": f"o{i - 1}", "md5": "m"}] if i else [], "outs": [{"path": f"o{i}", "md5": "m"}]}
-            for i in range(summary.MAX_STAGES)}
+            for i in range(experiments.MAX_STAGES)}
     assert fresh_stages(lock, {}, lambda p: None) == set(lock)
 
 
@@ -305,7 +306,7 @@ def test_hostile_metrics_json_leaves_its_experiment_out_in_one_line(case):
 
 def test_metrics_json_of_another_shape_is_a_missing_number():
     # valid JSON, but a string that contains the dotted path: lookup must not index the string
-    exp = summary.read_experiment("e", "r", _experiment_files(raw={TRAIN_METRICS: b'"baseline.test.accuracy"'}).get)
+    exp = experiments.read_experiment("e", "r", _experiment_files(raw={TRAIN_METRICS: b'"baseline.test.accuracy"'}).get)
     assert exp.missing["baseline", "test_accuracy"] == f"{TRAIN_METRICS} has no number at baseline.test.accuracy"
     assert exp.values["center_loss", "test_accuracy"] == 0.55  # control: the other files count
 
@@ -313,8 +314,8 @@ def test_metrics_json_of_another_shape_is_a_missing_number():
 def test_the_repositorys_params_yaml_is_read_as_before():
     files = _experiment_files()
     files["params.yaml"] = (REPO / "params.yaml").read_bytes()
-    exp = summary.read_experiment("e", "r", files.get)
-    assert exp.params == summary.flatten(parse((REPO / "params.yaml").read_text()))
+    exp = experiments.read_experiment("e", "r", files.get)
+    assert exp.params == experiments.flatten(parse((REPO / "params.yaml").read_text()))
     assert exp.params["data.url"].startswith("https://")
 
 
@@ -351,7 +352,7 @@ def test_markdown_escapes_and_cuts_every_text_from_the_experiments():
     exps.append(_exp("`[a|<i>](x)", 1, 0.5, None, **{"data.url": urls["plain"]}))
     text = summary.to_markdown(summary.summarise(exps), ["q|<b>1\n: queued, not counted"])
     rows = [line for line in text.splitlines() if line.startswith("| data.url=")]
-    assert len(rows) == len(urls) * (1 + len(summary.QUANTITIES))  # a newline in a value adds no line
+    assert len(rows) == len(urls) * (1 + len(experiments.QUANTITIES))  # a newline in a value adds no line
     assert {_cells(row) for row in rows} == {7}
     assert "| data.url=http://x/a\\|b |" in text
     assert "| data.url=http://x/a b |" in text and "| data.url=http://x/ gpj.exe |" in text
@@ -379,7 +380,7 @@ def test_odd_but_bounded_params_are_summarised_without_a_traceback():
     odd = {"dot": b"seed: .\n", "list1": b"seed: [1]\naugment: [1]\n", "lista": b"seed: [a]\naugment: [1]\n"}
     rows = [{"Experiment": name, "rev": name} for name in odd]
     files = {name: _experiment_files() | {"params.yaml": data} for name, data in odd.items()}
-    exps, skipped = summary.read_experiments(rows, lambda rev: files[rev].get)
+    exps, skipped = experiments.read_experiments(rows, lambda rev: files[rev].get)
     assert skipped == [] and [e.seed for e in exps] == [".", [1], ["a"]]
     text = summary.to_markdown(summary.summarise(exps), skipped)
     assert "| augment=\\[1\\] | 2 (\\['a'\\], \\[1\\]) |" in text  # seeds of any type, in a fixed order
@@ -390,11 +391,11 @@ def test_read_or_none_reads_no_more_than_its_limit(tmp_path):
     fs = fsspec.filesystem("file")
     (tmp_path / "fits").write_bytes(b"x" * (1 << 20))
     (tmp_path / "big").write_bytes(b"x" * ((1 << 20) + 1))
-    assert summary._read_or_none(fs, str(tmp_path / "fits"), 1 << 20) == b"x" * (1 << 20)
+    assert experiments._read_or_none(fs, str(tmp_path / "fits"), 1 << 20) == b"x" * (1 << 20)
     with pytest.raises(UntrustedFileError, match="big: larger than 1 MiB$"):
-        summary._read_or_none(fs, str(tmp_path / "big"), 1 << 20)
-    assert summary._read_or_none(fs, str(tmp_path / "absent")) is None
-    assert summary._read_or_none(fs, str(tmp_path)) is None  # a folder
+        experiments._read_or_none(fs, str(tmp_path / "big"), 1 << 20)
+    assert experiments._read_or_none(fs, str(tmp_path / "absent")) is None
+    assert experiments._read_or_none(fs, str(tmp_path)) is None  # a folder
 
 
 def test_an_experiments_files_are_read_once_within_a_budget(monkeypatch):
@@ -405,12 +406,12 @@ def test_an_experiments_files_are_read_once_within_a_budget(monkeypatch):
                                                 for i in range(100)]
     files["dvc.lock"] = yaml.safe_dump(lock).encode()
     reads = []
-    monkeypatch.setattr(summary, "READ_BUDGET", 1 << 20)
-    exp = summary.read_experiment("e", "r", lambda p: reads.append(p) or files.get(p))
+    monkeypatch.setattr(experiments, "READ_BUDGET", 1 << 20)
+    exp = experiments.read_experiment("e", "r", lambda p: reads.append(p) or files.get(p))
     assert reads.count("big0.bin") == 1 and exp.values["baseline", "test_accuracy"] == 0.5
     files["big2.bin"] += b"x" * 300_000  # 1.2 MB in all
     with pytest.raises(UntrustedFileError, match="^dvc.lock: the files it names add up to more than 1 MiB$"):
-        summary.read_experiment("e", "r", files.get)
+        experiments.read_experiment("e", "r", files.get)
 
 
 @pytest.mark.slow
