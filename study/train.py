@@ -122,6 +122,40 @@ def compile_model(trainer, params: dict, steps_per_epoch: int) -> None:
                                                                  # op determinism is on (set_seed)
 
 
+def _prepare(name: str, model, params: dict, splits: dict, fresh: bool):
+    """Before training: refuse batches the replicas cannot share, take the model's summary, set up
+    replicas and fused batch norm, log the device and dtype policy, and give a `fresh` model params'
+    starting weights. Returns (summary text, the undo of share_global_batch, the device line)."""
+    from study.devices import check_batch_size, check_last_batches, dtype_policy_line, share_global_batch
+    from study.model import summary_text
+    check_batch_size(params["batch_size"])
+    check_last_batches({f"data.{s}_size": len(splits[s][1]) for s in ("train", "val", "test")}, params["batch_size"])
+    summary = summary_text(model)  # before compile: no optimizer variables in the counts
+    single_device = share_global_batch(model)  # several replicas: batch norm, dropout over the global batch
+    if params["fused_batch_norm"]:
+        from study.fused_batch_norm import enable
+        print(f"{name}: {enable(model)}", flush=True)
+    device = device_line()
+    print(f"{name}: device {device}", flush=True)
+    print(f"{name}: {dtype_policy_line(params['dtype_policy'])}", flush=True)
+    if fresh:
+        from study.initializers import initialize
+        for line in initialize(model, params, splits["train"][0]):
+            print(f"{name}: {line}", flush=True)
+    return summary, single_device, device
+
+
+def _save(name: str, saved, summary: str, centers) -> None:
+    """Write models/<name>.keras, its summary and, for the center loss, its final centres, atomically."""
+    import keras
+    with atomic_path(paths.model_file(name)) as tmp:
+        keras.saving.save_model(saved, tmp)
+    with atomic_path(paths.summary_file(name)) as tmp:
+        tmp.write_text(summary)
+    if centers is not None:
+        write_npy(paths.centers_file(name), np.asarray(centers, np.float32))
+
+
 def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: list[str], trainer=None,
                        fresh: bool = True) -> dict:
     """Fit `trainer` (default: `model`), test `model` once, and write the stage's outputs:
@@ -134,28 +168,13 @@ def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: li
     model (not fine-tuned) starts from params' whiten_init / dirac_init. A run killed after epoch k
     resumes from the backup of epoch k (study.resume). Returns the test metrics.
     """
-    import keras
     from dvclive import Live
     from study import resume
-    from study.devices import check_batch_size, check_last_batches, dtype_policy_line, share_global_batch
-    from study.model import plain_copy, summary_text
+    from study.model import plain_copy
 
-    check_batch_size(params["batch_size"])
-    check_last_batches({f"data.{s}_size": len(splits[s][1]) for s in ("train", "val", "test")}, params["batch_size"])
-    summary = summary_text(model)  # before compile: no optimizer variables in the counts
-    single_device = share_global_batch(model)  # several replicas: batch norm, dropout over the global batch
-    if params["fused_batch_norm"]:
-        from study.fused_batch_norm import enable
-        print(f"{name}: {enable(model)}", flush=True)
-    device = device_line()
-    print(f"{name}: device {device}", flush=True)
-    print(f"{name}: {dtype_policy_line(params['dtype_policy'])}", flush=True)
+    summary, single_device, device = _prepare(name, model, params, splits, fresh)
     trainer = trainer or model
     (xtr, ytr), (xva, yva), (xte, yte) = splits["train"], splits["val"], splits["test"]
-    if fresh:
-        from study.initializers import initialize
-        for line in initialize(model, params, xtr):
-            print(f"{name}: {line}", flush=True)
     seed, bs, epochs = params["seed"], params["batch_size"], params["epochs"]
     steps = math.ceil(len(xtr) / bs)
     compile_model(trainer, params, steps)
@@ -188,12 +207,7 @@ def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: li
         live.summary["time_to_val_accuracy"] = time_to_val_accuracy(live_dir)
         live.log_sklearn_plot("confusion_matrix", [classes[i] for i in yte],
                               [classes[i] for i in test["pred"]], name="confusion_matrix.json")
-    with atomic_path(paths.model_file(name)) as tmp:
-        keras.saving.save_model(saved, tmp)
-    with atomic_path(paths.summary_file(name)) as tmp:
-        tmp.write_text(summary)
-    if hasattr(trainer, "centers"):
-        write_npy(paths.centers_file(name), np.asarray(trainer.centers, np.float32))
+    _save(name, saved, summary, getattr(trainer, "centers", None))
     # DVCLive's summary (last epoch's values, time to accuracy, test) becomes details.json;
     # metrics.json keeps the headline `<name>.test` section only
     policy = model.get_layer("conv2d").dtype_policy.name  # the policy it trained in (auto resolved)
