@@ -37,7 +37,8 @@ def _step(strat, variant: str | None, same_global_batch: bool = True, sync_formu
     from study.dataset import make_dataset
     from study.train import compile_model, set_seed
     x, y = _images(images)
-    params = dict(optimizer="sgd", learning_rate=LR, weight_decay=0, label_smoothing=0, lr_schedule="none", epochs=1)
+    params = dict(optimizer="sgd", learning_rate=LR, weight_decay=0, label_smoothing=0, lr_schedule="none", epochs=1,
+                  ema_momentum=0)
     set_seed(SEED)
     with strat.scope():
         model = build_model(True)
