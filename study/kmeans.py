@@ -15,10 +15,10 @@ def fit_kmeans(features: np.ndarray, k: int, n_init: int, max_iter: int, seed: i
 
 
 def contingency(clusters: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
-    """(k, k) counts: row = cluster, column = class."""
-    table = np.zeros((k, k), dtype=np.int64)
-    np.add.at(table, (clusters.astype(int), y.astype(int)), 1)
-    return table
+    """(k, k) counts: row = cluster, column = class (scikit-learn's confusion matrix over 0..k-1,
+    so a cluster or class without points keeps its row or column)."""
+    from sklearn.metrics import confusion_matrix
+    return confusion_matrix(clusters.astype(int), y.astype(int), labels=np.arange(k)).astype(np.int64)
 
 
 def match_clusters(table: np.ndarray) -> np.ndarray:

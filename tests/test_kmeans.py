@@ -20,6 +20,8 @@ def blobs(n_per_class=30, dim=16, seed=0, spread=0.1):
 def test_contingency_counts():
     table = kmeans.contingency(np.array([0, 0, 1, 2, 2, 2]), np.array([1, 1, 0, 2, 2, 0]), 3)
     np.testing.assert_array_equal(table, [[0, 2, 0], [1, 0, 0], [1, 0, 2]])
+    empty = kmeans.contingency(np.array([0, 0]), np.array([2, 2]), 4)        # clusters/classes without points
+    assert empty.shape == (4, 4) and empty[0, 2] == 2 and empty.sum() == 2
     assert kmeans.purity(table) == pytest.approx((2 + 1 + 2) / 6)
 
 
