@@ -48,8 +48,6 @@ def time_to_val_accuracy(live_dir) -> dict:
 def trim_curves(live_dir, steps: int) -> None:
     """Drop the rows of step >= `steps` from DVCLive's TSV curves under live_dir (an epoch logged
     after the last backup: the resumed run logs it again)."""
-    import csv
-    from pathlib import Path
     for tsv in Path(live_dir, "plots", "metrics").rglob("*.tsv"):
         with open(tsv, newline="") as f:
             rows = list(csv.reader(f, delimiter="\t"))

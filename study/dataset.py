@@ -80,8 +80,8 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool
     order = epoch_orders(len(x), epochs, seed)[start_epoch:] if shuffle else np.arange(len(x))[None]
     steps = math.ceil(len(x) / batch_size)
     first = start_epoch * steps if shuffle else 0
-    base_flips = tf.constant(alternating_flips(len(x), seed))
-    batches = len(order) * math.ceil(len(x) / batch_size)
+    base_flips = tf.constant(alternating_flips(len(x), seed)) if alternating_flip else None
+    batches = len(order) * steps
     ds = tf.data.Dataset.from_tensor_slices(order).flat_map(
         lambda idx: tf.data.Dataset.from_tensor_slices(idx).batch(batch_size)).enumerate(first)
     ds = ds.apply(tf.data.experimental.assert_cardinality(batches))   # Keras then knows where it ends
