@@ -30,10 +30,9 @@ import numpy as np
 from study import paths
 from study.errors import StageError
 from study.files import save_figure, write_json, write_text
-from study.experiments import QUANTITIES, Experiment, load_experiments
+from study.experiments import MODELS, QUANTITIES, Experiment, load_experiments
 from study.untrusted import shown
 
-MODELS = paths.MODEL_NAMES            # ("baseline", "center_loss"): the pair of each seed
 FIRST, SECOND = MODELS
 OUT_DIR = paths.PLOTS / "summary"
 CONFIDENCE = 0.95
