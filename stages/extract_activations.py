@@ -26,7 +26,7 @@ def main(params: dict, name: str) -> dict[str, float]:
     index = sample(y, a["n_samples"], params["seed"])   # sorted (n,) test indices
     import keras
     keras.utils.set_random_seed(params["seed"])
-    model = load_trained(name)
+    model = load_trained(name, x.shape[1])
     arrays, explained = extract(model, x[index], ANALYSED_LAYERS, a["batch_size"],
                                 a["pca_dims"], a["surface_images"])
     n_surf = min(a["surface_images"], len(index))

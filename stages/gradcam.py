@@ -30,7 +30,7 @@ def main(params: dict, name: str) -> dict:
     x, y = load_split("test")
     classes = class_names()
     idx = pick_images(y, cfg["images_per_class"], seed, len(classes))  # (10, k)
-    model = load_trained(name)
+    model = load_trained(name, x.shape[1], len(classes))
     images = preprocess(x[idx.ravel()])                                # (10k, 32, 32, 3)
     labels = y[idx.ravel()].astype(int)
 

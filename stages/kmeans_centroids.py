@@ -46,7 +46,7 @@ def main(params: dict) -> dict:
     x, y = load_split("train")
     classes = class_names()
     check_labels(y, len(classes))
-    model = load_trained(BASELINE)
+    model = load_trained(BASELINE, x.shape[1], len(classes))
     features = dense_features(model, x, params["batch_size"])        # (N, 512)
     km = fit_kmeans(features, len(classes), params["kmeans"]["n_init"],
                     params["kmeans"]["max_iter"], params["seed"])

@@ -23,7 +23,8 @@ def main(params: dict) -> dict:
     classes = class_names()
     set_seed(params["seed"])
     with devices.scope():  # the model's variables live on (are mirrored over) the chosen devices
-        model = build_model(params["batch_norm"], resolve_dtype_policy(params["dtype_policy"]))
+        model = build_model(params["batch_norm"], resolve_dtype_policy(params["dtype_policy"]),
+                            len(classes), splits["train"][0].shape[1])  # one unit per class; the images' side
         return train_and_evaluate(NAME, model, params, splits, classes)
 
 

@@ -40,7 +40,8 @@ def init_weights(model, init: str) -> None:
     if init != BASELINE:
         return
     from study.model import load_trained
-    trained = load_trained(BASELINE, hint=" (center_loss.init = baseline needs it; or set center_loss.init = scratch)")
+    trained = load_trained(BASELINE, model.input_shape[1], model.output_shape[-1],
+                           hint=" (center_loss.init = baseline needs it; or set center_loss.init = scratch)")
     path = paths.model_file(BASELINE)
     if [w.shape for w in trained.weights] != [w.shape for w in model.weights]:
         raise StageError(f"{path}: its layers do not match this model (batch_norm = "
@@ -63,7 +64,8 @@ def main(params: dict) -> dict:
     centroids = load_centroids(len(classes), FEATURE_DIM)
     set_seed(params["seed"])  # same seed, same builder: scratch starts from the baseline's init
     with devices.scope():  # the models' variables live on (are mirrored over) the chosen devices
-        model = build_model(params["batch_norm"], resolve_dtype_policy(params["dtype_policy"]))
+        model = build_model(params["batch_norm"], resolve_dtype_policy(params["dtype_policy"]),
+                            len(classes), splits["train"][0].shape[1])  # one unit per class; the images' side
         init_weights(model, cl["init"])
         trainer = CenterLossTrainer(model, centroids, cl["variant"], cl["lambda"], cl["mu"], cl["alpha"],
                                     params["label_smoothing"])

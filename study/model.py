@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # keras is imported where it is used: importing the layer names must stay cheap
     import keras
 
-N_CLASSES = 10
-INPUT_SHAPE = (32, 32, 3)
+N_CLASSES = 10     # CIFAR-10; a folder of class folders sets its own (data/classes.json)
+IMAGE_SIZE = 32    # CIFAR-10's side; data.image_size for other images
 FEATURE_DIM = 512
 # (filters, has batch norm, ends a block with pooling + dropout) per conv layer
 _CONVS = ((64, True, False), (64, False, True),
@@ -27,13 +27,16 @@ CAM_LAYER = "conv2d_4"        # the last conv layer, 8 x 8: Grad-CAM's maps
 OUTPUT_LAYER = "dense_1"      # the softmax over the 10 classes
 
 
-def build_model(batch_norm: bool = True, dtype_policy: str = "float32") -> keras.Sequential:
-    """The seed CNN: 693,834 params with batch_norm, 692,042 without (variant a). dtype_policy
-    is Keras's policy for every layer but the softmax, which computes in float32 whatever the
-    policy (so the loss sees float32 probabilities); weights are float32 under any policy."""
+def build_model(batch_norm: bool = True, dtype_policy: str = "float32", n_classes: int = N_CLASSES,
+                image_size: int = IMAGE_SIZE) -> keras.Sequential:
+    """The seed CNN: 693,834 params with batch_norm, 692,042 without (variant a), at 10 classes
+    (dense_1 has one unit per class; the image side changes no weight: global average pooling).
+    dtype_policy is Keras's policy for every layer but the softmax, which computes in float32
+    whatever the policy (so the loss sees float32 probabilities); weights are float32 under any
+    policy."""
     import keras
     from keras import layers
-    stack = [keras.Input(shape=INPUT_SHAPE, name="image")]
+    stack = [keras.Input(shape=(image_size, image_size, 3), name="image")]
     n_bn = n_pool = 0
     for i, (filters, has_bn, ends_block) in enumerate(_CONVS):
         stack.append(layers.Conv2D(filters, 3, padding="same", activation="relu",
@@ -50,7 +53,7 @@ def build_model(batch_norm: bool = True, dtype_policy: str = "float32") -> keras
         layers.GlobalAveragePooling2D(name="global_average_pooling2d", dtype=dtype_policy),  # -> (N, 256)
         layers.Dense(FEATURE_DIM, activation="relu", name="dense", dtype=dtype_policy),  # the 512-d embedding
         layers.Dropout(_DROPOUT_DENSE, name="dropout_3", dtype=dtype_policy),
-        layers.Dense(N_CLASSES, activation="softmax", name="dense_1", dtype="float32"),
+        layers.Dense(n_classes, activation="softmax", name="dense_1", dtype="float32"),
     ]
     return keras.Sequential(stack, name="cifar10_cnn")
 
@@ -80,10 +83,10 @@ def layer_outputs(model: keras.Model, names) -> keras.Model:
     return keras.Model(image, [outputs[n] for n in names])
 
 
-def load_trained(name: str, hint: str = "") -> keras.Model:
-    """models/<name>.keras, uncompiled (for inference or weights), checked to be the study's CNN:
-    32x32x3 input, 10 classes, the analysed layers. Anything else is a one-line StageError
-    naming the file and the stage that rebuilds it."""
+def load_trained(name: str, side: int, n_classes: int | None = None, hint: str = "") -> keras.Model:
+    """models/<name>.keras, uncompiled (for inference or weights), checked to be the study's CNN
+    for the data at hand: side x side x 3 input, n_classes outputs (when given), the analysed
+    layers. Anything else is a one-line StageError naming the file and the stage that rebuilds it."""
     import zipfile
 
     import keras
@@ -103,12 +106,12 @@ def load_trained(name: str, hint: str = "") -> keras.Model:
     model = read_input(path, stage, read, "Keras model", hint)
     names = [layer.name for layer in model.layers]
     missing = [n for n in ANALYSED_LAYERS if n not in names]
-    if missing or tuple(model.input_shape[1:]) != INPUT_SHAPE or model.output_shape[-1] != N_CLASSES:
-        what = f"no layer {missing[0]!r}" if missing else \
-            f"input {model.input_shape[1:]} and {model.output_shape[-1]} outputs"
-        raise StageError(f"{path}: has {what}; expected the study's CNN ({INPUT_SHAPE} input, "
-                         f"{N_CLASSES} classes, layers {', '.join(ANALYSED_LAYERS)}); "
-                         f"run `dvc repro {stage}` to rebuild it")
+    outputs = model.output_shape[-1]
+    if missing or tuple(model.input_shape[1:]) != (side, side, 3) or outputs != (n_classes or outputs):
+        what = f"no layer {missing[0]!r}" if missing else f"input {model.input_shape[1:]} and {outputs} outputs"
+        expected = f"{(side, side, 3)} input" + (f", {n_classes} classes" if n_classes else "")
+        raise StageError(f"{path}: has {what}; expected the study's CNN ({expected}, layers "
+                         f"{', '.join(ANALYSED_LAYERS)}) for data/; run `dvc repro {stage}` to rebuild it")
     return model
 
 

@@ -28,7 +28,7 @@ def test_centroids_are_the_matched_cluster_means_of_dense_features(km_dir):
         c = f["centroids"]
     assert c.shape == (10, 512) and c.dtype == np.float32
     x, y = load_split("train")
-    feats = kmeans_centroids.dense_features(load_trained("baseline"), x, 32).astype(np.float64)  # (200, 512)
+    feats = kmeans_centroids.dense_features(load_trained("baseline", 32, 10), x, 32).astype(np.float64)  # (200, 512)
     nearest = np.linalg.norm(feats[:, None] - c[None], axis=-1).argmin(1)   # (200,) row of each image
     for j in range(10):  # a k-means fixed point: each centroid is the mean of the images nearest to it
         np.testing.assert_allclose(c[j], feats[nearest == j].mean(axis=0), rtol=1e-4, atol=1e-4)

@@ -109,7 +109,7 @@ def _bad_models(tmp_path):
                  r"not a readable Keras model \(ValueError: not a \.keras zip archive: truncated, or another format\)" + rebuild),
         "zip_not_keras": (zip_not_keras, r"not a readable Keras model \(\w+: .+\)" + rebuild),
         "other_layers": (other_layers, r"has no layer 'conv2d'; expected the study's CNN \(\(32, 32, 3\) input, 10 classes, "
-                                       r"layers conv2d, conv2d_4, dense, dense_1\)" + rebuild),
+                                       r"layers conv2d, conv2d_4, dense, dense_1\) for data/" + rebuild),
         "other_input": (other_input, r"has input \(64, 64, 3\) and 10 outputs; expected the study's CNN .*" + rebuild),
     }
 
@@ -121,11 +121,11 @@ def test_load_trained_names_every_kind_of_bad_model_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "models").mkdir()
     with pytest.raises(StageError, match=r"^models/baseline.keras: not found; run `dvc repro train_baseline` first$"):
-        load_trained("baseline")
+        load_trained("baseline", 32, 10)
     for case, (write, pattern) in cases.items():
         write(tmp_path / "models" / "baseline.keras")
         with pytest.raises(StageError) as e:
-            load_trained("baseline")
+            load_trained("baseline", 32, 10)
         assert re.fullmatch("models/baseline.keras: " + pattern, str(e.value)), (case, str(e.value))
 
 
