@@ -11,7 +11,7 @@ from study.errors import StageError
 from study.files import load_npz, read_json
 
 FETCH_STAGE = "fetch_data"
-N_CLASSES = 10
+MAX_CLASSES = 100    # class folders of one source (grids and legends stay readable)
 CLASS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,39}")
 SPLITS = ("train", "val", "test")
 
@@ -21,37 +21,39 @@ def class_counts(y: np.ndarray, classes: list[str]) -> dict[str, int]:
     return dict(zip(classes, np.bincount(y, minlength=len(classes)).tolist()))
 
 
-def fetch_info(data: dict, archive_bytes: int, splits: dict, classes: list[str]) -> dict:
-    """The data/fetch.json record: source, md5, sizes and per-class counts of each split."""
-    return {"url": data["url"], "md5": data["md5"].lower(), "archive_bytes": archive_bytes,
-            "sizes": {s: int(len(splits[s][1])) for s in SPLITS},
+def fetch_info(data: dict, source: dict, splits: dict, classes: list[str]) -> dict:
+    """The data/fetch.json record: data.url, what it held (`source`: kind, bytes read, files
+    skipped), md5, image size, sizes and per-class counts of each split."""
+    return {"url": data["url"], "md5": data["md5"] and data["md5"].lower(), "kind": source["kind"],
+            "archive_bytes": source["bytes"], "skipped_files": source["skipped"],
+            "image_size": data["image_size"], "sizes": {s: int(len(splits[s][1])) for s in SPLITS},
             "class_counts": {s: class_counts(splits[s][1], classes) for s in SPLITS}}
 
 
 def load_split(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(x uint8 (N, 32, 32, 3), y uint8 (N,)) of 'train', 'val' or 'test'."""
+    """(x uint8 (N, S, S, 3), y uint8 (N,)) of 'train', 'val' or 'test' (S = data.image_size)."""
     path = {"train": paths.TRAIN, "val": paths.VAL, "test": paths.TEST}[name]
     arrays = load_npz(path, FETCH_STAGE, ("x", "y"))
     return arrays["x"], arrays["y"]
 
 
 def check_class_names(names, source) -> list[str]:
-    """`names` if it is a list of N_CLASSES different CLASS_NAME strings, else a one-line StageError
-    naming `source` and the stage that rebuilds it. Names reach file names, TSV cells, markdown,
-    matplotlib text (where `$` starts mathtext) and the plots page's inline script (`</`)."""
-    if not isinstance(names, list) or len(names) != N_CLASSES or not all(isinstance(n, str) for n in names):
-        raise StageError(f"{source}: expected a list of {N_CLASSES} class names; "
+    """`names` if it is a list of 2..MAX_CLASSES different CLASS_NAME strings, else a one-line
+    StageError naming `source` and the stage that rebuilds it. Names reach file names, TSV cells,
+    markdown, matplotlib text (where `$` starts mathtext) and the plots page's inline script (`</`)."""
+    if not (isinstance(names, list) and 2 <= len(names) <= MAX_CLASSES and all(isinstance(n, str) for n in names)):
+        raise StageError(f"{source}: expected a list of 2..{MAX_CLASSES} class names; "
                          f"run `dvc repro {FETCH_STAGE}` to rebuild it")
     bad = next((n for n in names if not CLASS_NAME.fullmatch(n)), None)
     if bad is not None or len(set(names)) != len(names):
         what = f"class name {reprlib.repr(bad)} is not allowed" if bad is not None else "class names repeat"
-        raise StageError(f"{source}: {what}; allowed: {N_CLASSES} different names of 1-40 letters, digits, "
+        raise StageError(f"{source}: {what}; allowed: different names of 1-40 letters, digits, "
                          f"spaces, '_', '-', '.', starting with a letter or digit; run `dvc repro {FETCH_STAGE}`")
     return names
 
 
 def class_names() -> list[str]:
-    """The 10 class names, index = label, checked (check_class_names)."""
+    """The class names, index = label, checked (check_class_names)."""
     return check_class_names(read_json(paths.CLASSES, FETCH_STAGE), paths.CLASSES)
 
 
@@ -81,6 +83,21 @@ def stratified_subset(y: np.ndarray, n: int, seed: int, key: str = "subset size"
     except ValueError as e:  # e.g. a class with a single image
         raise StageError(f"{key} = {n}: no stratified subset of these {len(y)} images ({e})") from None
     return np.sort(idx)
+
+
+def hold_out_test(x: np.ndarray, y: np.ndarray, data: dict, seed: int):
+    """((x, y) to train on, (x, y) to test on) of one class tree: data.test_size images drawn
+    stratified and seeded; a one-line StageError when data.test_size is null or does not fit."""
+    n = data["test_size"]
+    if n is None:
+        raise StageError("data.test_size = null is not allowed for one class tree without train/ and test/; "
+                         "allowed: the number of images to hold out for testing (drawn from every class)")
+    if n > len(y) - 2 * len(np.unique(y)):
+        raise StageError(f"data.test_size = {n} is too large: the folder holds {len(y)} images; allowed: "
+                         f"<= {len(y) - 2 * len(np.unique(y))} (training needs >= 2 images per class)")
+    test = stratified_subset(y, n, seed, "data.test_size")
+    rest = np.setdiff1d(np.arange(len(y)), test)
+    return (x[rest], y[rest]), (x[test], y[test])
 
 
 def split_indices(y_train: np.ndarray, y_test: np.ndarray, classes: list[str], data: dict,

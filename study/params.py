@@ -12,11 +12,11 @@ import re
 import reprlib
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 
 PARAMS_FILE = Path("params.yaml")
 MAX_BYTES = 1 << 20       # params.yaml is a page of text; anything larger is not ours
-N_CLASSES = 10
 
 
 class ParamsError(ValueError):
@@ -90,8 +90,8 @@ def _augment(v):
 
 
 def _md5(v):
-    if not (isinstance(v, str) and re.fullmatch(r"[0-9a-fA-F]{32}", v)):
-        return "32 hex digits (the archive's md5)"
+    if not (v is None or isinstance(v, str) and re.fullmatch(r"[0-9a-fA-F]{32}", v)):
+        return "32 hex digits (the archive's md5), or null for a local folder of class folders"
 
 
 def _url(v):
@@ -128,9 +128,10 @@ SCHEMA = {
     "dtype_policy": _choice("auto", "float32", "mixed_bfloat16"),
     "data.url": _url,
     "data.md5": _md5,
-    "data.val_size": _int(10, 49_000),
-    "data.train_size": _int(10, 49_990, null=True),
-    "data.test_size": _int(10, 10_000, null=True),
+    "data.image_size": _int(8, 512),   # >= 8: three 2x2 poolings leave >= 1 pixel
+    "data.val_size": _int(2, 10_000_000),
+    "data.train_size": _int(2, 10_000_000, null=True),
+    "data.test_size": _int(2, 10_000_000, null=True),
     "data.timeout": _float(0, 3600, lo_open=True),
     "data.retries": _int(1, 20),
     "kmeans.n_init": _int(1, 100),
@@ -211,25 +212,33 @@ def validate(params: dict) -> dict:
                           f"of {n} (each device takes an equal share of every batch)")
     if isinstance(params["augment"], bool):
         params["augment"] = AUGMENTS[1] if params["augment"] else AUGMENTS[0]
-    d = params["data"]
-    if d["train_size"] is not None and d["train_size"] + d["val_size"] > 50_000:
-        raise ParamsError(f"{PARAMS_FILE}: data.train_size + data.val_size = "
-                          f"{d['train_size'] + d['val_size']} is not allowed; allowed: <= 50000")
-    n_test = d["test_size"] if d["test_size"] is not None else 10_000
-    if params["activations"]["n_samples"] > n_test:
-        raise ParamsError(f"{PARAMS_FILE}: activations.n_samples = {params['activations']['n_samples']} "
-                          f"is not allowed; allowed: <= the test split size ({n_test})")
-    a, t = params["activations"], params["tsne"]
-    if a["n_samples"] - N_CLASSES < t["trust_samples"] < a["n_samples"]:  # checked here: it fails after t-SNE
-        raise ParamsError(f"{PARAMS_FILE}: tsne.trust_samples = {t['trust_samples']} is not allowed; allowed: "
-                          f"<= {a['n_samples'] - N_CLASSES} (a stratified subsample of activations.n_samples "
-                          f"leaves one image per class out) or >= {a['n_samples']} (all)")
+    d, a = params["data"], params["activations"]
+    if d["md5"] is None and urlparse(d["url"]).scheme.lower() in ("http", "https"):
+        raise ParamsError(f"{PARAMS_FILE}: data.md5 = null is not allowed for an http(s) data.url; allowed: "
+                          "the archive's md5 (null only for a local folder of class folders)")
+    if d["test_size"] is not None and a["n_samples"] > d["test_size"]:
+        raise ParamsError(f"{PARAMS_FILE}: activations.n_samples = {a['n_samples']} is not allowed; "
+                          f"allowed: <= data.test_size ({d['test_size']})")
     for key, limit, what in (("pca_dims", a["n_samples"], "activations.n_samples"),
                              ("pca_dims", a["batch_size"], "activations.batch_size")):
         if a[key] > limit:  # IncrementalPCA needs >= n_components rows in total and per batch
             raise ParamsError(f"{PARAMS_FILE}: activations.{key} = {a[key]} is not allowed; "
                               f"allowed: <= {what} ({limit})")
     return params
+
+
+def check_against_data(params: dict, n_test: int, n_classes: int) -> None:
+    """The params that the data's size bounds, checked once it is known (fetch_data, and each
+    training before it starts): activations.n_samples <= the test split, and tsne.trust_samples
+    either all of them or a stratified subset that leaves one image per class out."""
+    a, t = params["activations"], params["tsne"]
+    if a["n_samples"] > n_test:
+        raise ParamsError(f"{PARAMS_FILE}: activations.n_samples = {a['n_samples']} is not allowed; "
+                          f"allowed: <= the test split size ({n_test})")
+    if a["n_samples"] - n_classes < t["trust_samples"] < a["n_samples"]:
+        raise ParamsError(f"{PARAMS_FILE}: tsne.trust_samples = {t['trust_samples']} is not allowed; allowed: "
+                          f"<= {a['n_samples'] - n_classes} (a stratified subsample of activations.n_samples "
+                          f"leaves one image per class out) or >= {a['n_samples']} (all)")
 
 
 def _read_text(path: Path) -> str:

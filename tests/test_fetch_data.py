@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from stages import fetch_data
-from study import cifar, download, paths
+from study import cifar, download, paths, sources
 from study.errors import StageError
 from study.params import load
 from tests.cifar_archive import (CLASSES, FORMS, bad_dtype_batch, bad_label_batch, bad_shape_batch, batch_dict,
@@ -392,13 +392,13 @@ def test_local_archive_changed_after_the_check_does_not_change_the_result(fetchd
     good_md5, src = build_archive(fetchdir / "a.tar.gz", seed=0)
     other = fetchdir / "other.tar.gz"
     build_archive(other, seed=5)
-    real_read = fetch_data.read_archive
+    real_read = sources.read_archive
 
     def swap_then_read(path):
         os.replace(other, fetchdir / "a.tar.gz")  # the source changes after the md5 check
         return real_read(path)
 
-    monkeypatch.setattr(fetch_data, "read_archive", swap_then_read)
+    monkeypatch.setattr(sources, "read_archive", swap_then_read)
     run_fetch(fetchdir, url="a.tar.gz", md5=good_md5, val_size=30, train_size=None)
     out = load_outputs(fetchdir)
     np.testing.assert_array_equal(out["test"][0], src["x_test"])  # the verified archive's images

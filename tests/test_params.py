@@ -89,12 +89,24 @@ def test_unknown_and_missing_keys():
 
 
 def test_cross_key_rules():
-    p = _with("data.train_size", 49_960)
-    with pytest.raises(ParamsError, match=r"data.train_size \+ data.val_size = 50010"):
-        validate(p)
     p = _with("activations.n_samples", 500)  # tiny test split is 100
-    with pytest.raises(ParamsError, match=r"activations.n_samples = 500 .* <= the test split size \(100\)"):
+    with pytest.raises(ParamsError, match=r"activations.n_samples = 500 .* <= data.test_size \(100\)"):
         validate(p)
+    p = _with("data.md5", None)
+    with pytest.raises(ParamsError, match=r"data.md5 = null is not allowed for an http\(s\) data.url"):
+        validate(p)
+    assert validate(_with("data.url", "my_images"))["data"]["url"] == "my_images"  # the control: a local path
+
+
+def test_rules_that_need_the_data_are_checked_once_it_is_known():
+    from study.params import check_against_data
+    p = _with("data.test_size", None)
+    check_against_data(p, 100, 10)                                     # n_samples 60, trust 50: fine
+    with pytest.raises(ParamsError, match=r"activations.n_samples = 60 .* <= the test split size \(59\)"):
+        check_against_data(p, 59, 10)
+    check_against_data(p, 100, 3)
+    with pytest.raises(ParamsError, match=r"tsne.trust_samples = 50 .* <= 40 .* or >= 60"):
+        check_against_data(p, 100, 20)                                  # 20 classes leave 40
 
 
 def test_the_defaults_hold_for_any_number_of_epochs():
