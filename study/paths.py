@@ -5,11 +5,13 @@ DATA = Path("data")
 MODELS = Path("models")
 PLOTS = Path("plots")
 
+SOURCE = DATA / "source.json"       # hash_source: the fingerprint of data.url
+
 # fetch_data
-TRAIN = DATA / "train.npz"          # x: (N, 32, 32, 3) uint8, y: (N,) uint8
+TRAIN = DATA / "train.npz"          # x: (N, S, S, 3) uint8 (S = data.image_size), y: (N,) uint8
 VAL = DATA / "val.npz"
 TEST = DATA / "test.npz"
-CLASSES = DATA / "classes.json"     # the 10 class names, index = label
+CLASSES = DATA / "classes.json"     # the class names, index = label
 FETCH_INFO = DATA / "fetch.json"    # source, md5, split sizes
 
 MODEL_NAMES = ("baseline", "center_loss")

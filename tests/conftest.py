@@ -78,6 +78,18 @@ def dvc(repo: Path, *args: str, check: bool = True, timeout: int = 900, capture:
     return r
 
 
+ALWAYS_RUNS = "hash_source"   # dvc.yaml's always_changed stage: DVC lists it in every `dvc status`
+
+
+def stale(repo: Path) -> dict:
+    """`dvc status --json` of repo without hash_source's "always changed" (it fingerprints data.url
+    on every run; fetch_data reruns only when that fingerprint changes)."""
+    import json
+    out = json.loads(dvc(repo, "status", "--json").stdout)
+    assert out.pop(ALWAYS_RUNS, ["always changed"]) == ["always changed"], out
+    return out
+
+
 def git(repo: Path, *args: str) -> str:
     """Run git in repo (a throwaway identity) and return stdout."""
     import subprocess

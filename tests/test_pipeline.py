@@ -5,16 +5,17 @@ a tiny official-format archive on a loopback server and runs `dvc repro` once on
 """
 import json
 import os
+import re
 import shlex
 
 import pytest
 import yaml
 
-from tests.conftest import dvc, git
+from tests.conftest import dvc, git, stale
 
 pytestmark = pytest.mark.slow
 
-STAGES = ["fetch_data", "train_baseline", "kmeans_centroids", "train_center_loss",
+STAGES = ["hash_source", "fetch_data", "train_baseline", "kmeans_centroids", "train_center_loss",
           "extract_activations@baseline", "extract_activations@center_loss",
           "tsne@baseline", "tsne@center_loss", "gradcam@baseline", "gradcam@center_loss", "compare"]
 
@@ -28,7 +29,7 @@ def _stale_stages(repo, key, value):
     params[section][name] = value
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     try:
-        return set(json.loads(dvc(repo, "status", "--json").stdout))
+        return set(stale(repo))
     finally:
         path.write_text(original)
 
@@ -114,7 +115,7 @@ def test_train_baseline_only_experiment_carries_no_metrics_it_did_not_produce(pi
                                    "baseline.test.loss", "seed", "optimizer",
                                    "learning_rate", "lr_schedule", "batch_norm", "augment"]
     assert any(row.startswith("baseline-only,") for row in table[1:])
-    assert json.loads(dvc(pipeline_repo, "status", "--json").stdout) == {}  # workspace untouched
+    assert stale(pipeline_repo) == {}  # workspace untouched
 
 
 def test_plots_show_finds_the_curves_of_a_training_still_running(pipeline_repo, tmp_path):
@@ -163,8 +164,9 @@ def test_repro_log_has_no_tensorflow_noise_and_says_how_long_each_stage_took(pip
 
 def test_second_repro_does_nothing(pipeline_repo):
     r = dvc(pipeline_repo, "repro")
-    assert "Data and pipelines are up to date." in r.stdout
-    assert json.loads(dvc(pipeline_repo, "status", "--json").stdout) == {}
+    assert re.findall(r"Running stage '(.+)'", r.stdout) == ["hash_source"]   # the fingerprint, and nothing else
+    assert "Stage 'fetch_data' didn't change, skipping" in r.stdout
+    assert stale(pipeline_repo) == {}
 
 
 def test_rerun_scope_of_tsne_and_gradcam_params(pipeline_repo):
@@ -172,7 +174,7 @@ def test_rerun_scope_of_tsne_and_gradcam_params(pipeline_repo):
     assert _stale_stages(pipeline_repo, "tsne.perplexity", 12) == {"tsne@baseline", "tsne@center_loss"}
     assert _stale_stages(pipeline_repo, "gradcam.images_per_class", 2) == {"gradcam@baseline", "gradcam@center_loss"}
     assert _stale_stages(pipeline_repo, "center_loss.mu", 0.2) == {"train_center_loss", "compare"}  # its report names it
-    assert json.loads(dvc(pipeline_repo, "status", "--json").stdout) == {}
+    assert stale(pipeline_repo) == {}
 
 
 def test_experiment_with_sgd_reports_test_accuracy(pipeline_repo):
@@ -181,7 +183,7 @@ def test_experiment_with_sgd_reports_test_accuracy(pipeline_repo):
     assert "sgd" in exps
     acc = exps["sgd"]["plots/train_baseline/metrics.json"]["baseline"]["test"]["accuracy"]
     assert acc * 100 == pytest.approx(round(acc * 100), abs=1e-9)  # a count of the 100 tiny test images
-    assert json.loads(dvc(pipeline_repo, "status", "--json").stdout) == {}  # workspace untouched
+    assert stale(pipeline_repo) == {}  # workspace untouched
 
 
 def test_unknown_optimizer_fails_fast_naming_the_key(pipeline_repo):
@@ -193,7 +195,7 @@ def test_unknown_optimizer_fails_fast_naming_the_key(pipeline_repo):
     finally:  # DVC removed the stage's outputs before running it: restore the workspace as a user would
         git(pipeline_repo, "checkout", "--", ".")
         dvc(pipeline_repo, "checkout")
-    assert json.loads(dvc(pipeline_repo, "status", "--json").stdout) == {}
+    assert stale(pipeline_repo) == {}
 
 
 def test_plots_show_lists_curves_embeddings_heatmaps_and_confusion(pipeline_repo):
@@ -224,4 +226,4 @@ def test_exp_run_with_a_learning_rate_in_exponent_form(pipeline_repo):
         tsv = fs.read_text(f"plots/train_{name}/plots/metrics/learning_rate.tsv")
         rates = [float(line.split("\t")[-1]) for line in tsv.splitlines()[1:]]
         assert rates and all(r == pytest.approx(1e-05, rel=1e-6) for r in rates)  # the rate trained with
-    assert json.loads(dvc(pipeline_repo, "status", "--json").stdout) == {}  # workspace untouched
+    assert stale(pipeline_repo) == {}  # workspace untouched
