@@ -15,6 +15,7 @@ import numpy as np
 from study.cifar import PREFIX, read_archive
 from study.download import fetch_archive_once, is_remote, local_path
 from study.errors import StageError
+from study.image_decode import resize
 from study.image_folder import MAX_ENTRIES
 
 
@@ -65,11 +66,7 @@ def resize_all(x: np.ndarray, size: int) -> np.ndarray:
     """(N, S, S, 3) uint8 -> (N, size, size, 3) uint8, as image_folder resizes (Pillow bilinear)."""
     if x.shape[1] == size:
         return x
-    from PIL import Image
-    out = np.empty((len(x), size, size, 3), np.uint8)
-    for i, img in enumerate(x):
-        out[i] = np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BILINEAR))
-    return out
+    return np.stack([resize(img, size) for img in x])
 
 
 def read_source(data: dict, tmp: Path) -> dict:

@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from study import paths
-from study.image_folder import MAX_PIXELS, decode, read_images
+from study.image_decode import MAX_PIXELS, decode
+from study.image_folder import read_images
 from tests.conftest import assert_one_line_error, stage_process, tiny_params
 from tests.image_folders import CLASSES3, class_tree, image_file
 
@@ -79,32 +80,6 @@ def test_single_tree_draws_test_size_and_skips_other_files_with_a_count(tmp_path
     every = {np.load(tmp_path / p)["x"][i].tobytes() for p in (paths.TRAIN, paths.VAL, paths.TEST)
              for i in range(len(np.load(tmp_path / p)["y"]))}
     assert len(every) == 36  # all images, each in one split
-
-
-def test_modes_are_converted_to_rgb_not_refused(tmp_path):
-    from PIL import Image
-    gray = Image.fromarray(np.full((4, 4), 200, np.uint8), "L")
-    wide = Image.fromarray(np.full((4, 4), 65535, np.uint16))          # 16-bit white, I;16
-    half = Image.fromarray(np.full((4, 4), 32896, np.uint16))          # 16-bit 0x8080
-    rgba = Image.fromarray(np.dstack([np.full((4, 4), v, np.uint8) for v in (10, 20, 30, 0)]), "RGBA")
-    cmyk = Image.new("CMYK", (4, 4), (0, 0, 0, 0))                     # no ink: white
-    for img, want in ((gray, 200), (wide, 255), (half, 128), (cmyk, 255)):
-        buf = tmp_path / "i.png" if img.mode != "CMYK" else tmp_path / "i.jpg"
-        img.save(buf)
-        out = decode(buf.read_bytes(), "i", 4)
-        assert out.shape == (4, 4, 3) and np.all(np.abs(out.astype(int) - want) <= 1), (img.mode, out[0, 0])
-    rgba.save(tmp_path / "a.png")
-    assert decode((tmp_path / "a.png").read_bytes(), "a", 4)[0, 0].tolist() == [10, 20, 30]  # alpha dropped
-
-
-def test_resize_is_pillows_bilinear_and_same_size_is_untouched(tmp_path):
-    from PIL import Image
-    path = image_file(tmp_path / "x.png", 3, "RGB", (40, 30))
-    img = Image.open(path)
-    assert np.array_equal(decode(path.read_bytes(), "x", 32), np.asarray(img.resize((32, 32), Image.Resampling.BILINEAR)))
-    assert np.array_equal(decode(path.read_bytes(), "x", 32)[:0], np.zeros((0, 32, 3), np.uint8))
-    same = image_file(tmp_path / "s.png", 4, "RGB", (32, 32))
-    assert np.array_equal(decode(same.read_bytes(), "s", 32), np.asarray(Image.open(same)))
 
 
 def test_archives_read_as_the_folder_does(tmp_path, good):

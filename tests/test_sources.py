@@ -47,7 +47,7 @@ def test_cifar_archives_are_told_from_class_folder_archives(tmp_path):
 
 
 def test_resize_all_is_the_folder_readers_resize():
-    from study.image_folder import decode
+    from study.image_decode import decode
     from PIL import Image
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
