@@ -45,19 +45,20 @@ def format_seconds(seconds: float) -> str:
     return f"{minutes} min {sec:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
-def run_stage(main, *args) -> None:
+def run_stage(main, *args, discard: bool = True) -> None:
     """Run a stage's main(); user-fixable errors and interruptions become one line on stderr.
 
     ParamsError / StageError, OSError (disk full, no permission) and Ctrl-C (SIGINT) exit 1;
     SIGTERM exits 143 (128 + 15).
     Outputs are written atomically (study.files), so an interrupted stage leaves no half-written
     file. After a stage succeeds, the results of the stages downstream of it are removed
-    (study.stale)."""
+    (study.stale), unless `discard` is false (a stage that decides it itself)."""
     signal.signal(signal.SIGTERM, _raise_terminated)
     start = time.perf_counter()
     try:
         main(*args)
-        discard_downstream_results()
+        if discard:
+            discard_downstream_results()
         if current_stage():
             print(f"{current_stage()}: done in {format_seconds(time.perf_counter() - start)}", flush=True)
     except (ParamsError, StageError) as e:
