@@ -9,7 +9,7 @@
   if (!D) { throw new Error("data.js did not load; run `dvc repro explorer`"); }
   var N = D.index.length;
   var CORRECT = "#1a9850", WRONG = "#d73027", EDGE = "#d0d0d0";
-  var DIST = 4;            // camera distance, in radii of the point cloud: a mild perspective
+  var DIST = 5;            // camera distance, in radii of the point cloud: a mild perspective
   var PICK_PX = 8;         // hover and click reach, CSS px
   var ROTATE = 0.01;       // radians per dragged px
   var HOME = {yaw: 0.6, pitch: 0.35, zoom: 1, panX: 0, panY: 0};
@@ -46,7 +46,7 @@
 
   // Screen position (CSS px in the canvas), depth and perspective scale of a unit-sphere point.
   function view(p, x, y, z) {
-    var c = p.camera, r = 0.46 * Math.min(p.width, p.height) * c.zoom, f = 1, x1 = x, y2 = y, z2 = 0;
+    var c = p.camera, r = 0.4 * Math.min(p.width, p.height) * c.zoom, f = 1, x1 = x, y2 = y, z2 = 0;
     if (state.dim === 3) {
       var z1 = -Math.sin(c.yaw) * x + Math.cos(c.yaw) * z;
       x1 = Math.cos(c.yaw) * x + Math.sin(c.yaw) * z;

@@ -129,10 +129,10 @@ class Page:
         self.mouse("mouseReleased", x, y)
 
     def screenshot(self, clip: dict | None = None) -> bytes:
-        """PNG bytes of the viewport, or of clip {x, y, width, height} in CSS px."""
+        """PNG bytes of the viewport, or of clip {x, y, width, height} in CSS px (may reach below it)."""
         params = {"format": "png"}
         if clip:
-            params["clip"] = {**clip, "scale": 1}
+            params.update(clip={**clip, "scale": 1}, captureBeyondViewport=True)
         return base64.b64decode(self.command("Page.captureScreenshot", **params)["data"])
 
     def requested_urls(self) -> list[str]:
