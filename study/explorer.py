@@ -3,7 +3,7 @@
 Pure helpers: arrays in; a JSON-able dict, an image array, bytes or strings out. The explorer
 stage reads the other stages' files and writes these. The page is study/explorer.html (markup
 and style) with study/explorer.js inlined: plain 2D-canvas drawing with its own orbit camera,
-about 500 lines and no third-party library, so there is nothing to fetch, install or pin, and
+about 400 lines and no third-party library, so there is nothing to fetch, install or pin, and
 two panels link their cameras by copying one small state object.
 
 Size: coordinates are rounded to SIG_DIGITS significant digits of each embedding's largest
