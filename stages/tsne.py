@@ -2,7 +2,9 @@
 
 Run as `python -m stages.tsne <name>` with <name> baseline or center_loss.
 Reads params.yaml (seed, tsne.*), data/activations/<name>.npz, data/classes.json.
-Writes under plots/tsne/<name>/:
+Writes data/tsne/<name>.npz (float32 coordinates `<layer>_2d` (n, 2) and `<layer>_3d` (n, 3) of
+every layer, and `index`, the test-split indices of the n points, for the explorer stage) and
+under plots/tsne/<name>/:
   2d/<layer>.tsv       2D t-SNE points, columns x, y, class (class name); `dvc plots show`
                        draws it as a scatter coloured by class (template .dvc/plots/tsne_scatter.json)
   3d/<layer>.png       3D t-SNE scatter from a few viewing angles, class legend
@@ -17,7 +19,7 @@ import numpy as np
 from study import paths
 from study.data import class_names
 from study.errors import StageError
-from study.files import load_npz, pick, save_figure, write_metrics, write_text
+from study.files import load_npz, pick, save_figure, write_metrics, write_npz, write_text
 from study.model import ANALYSED_LAYERS
 from study.stage import run_model_stage
 
@@ -55,8 +57,10 @@ def check_embeddable(name: str, arrays: dict) -> None:
                              f"retrain it with a lower learning_rate or a longer lr_warmup_epochs")
 
 
-def embed_layer(name: str, layer: str, feats, y, classes, t: dict, seed: int) -> dict[str, float]:
-    """Embed one layer in 2D and 3D, write its tsv and images, return its metrics; log its timings."""
+def embed_layer(name: str, layer: str, feats, y, classes, t: dict,
+                seed: int) -> tuple[dict[str, float], dict[int, np.ndarray]]:
+    """Embed one layer in 2D and 3D, write its tsv and images; return its metrics and its
+    embeddings {2: (n, 2), 3: (n, 3)}; log its timings."""
     import time
 
     from study.tsne import embed_with_params, layer_metrics
@@ -72,7 +76,7 @@ def embed_layer(name: str, layer: str, feats, y, classes, t: dict, seed: int) ->
     seconds["metrics and plots"] = time.perf_counter() - t0
     print(f"{name} {layer} ({feats.shape[1]} dims): " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()),
           flush=True)
-    return metrics
+    return metrics, embs
 
 
 def draw_surfaces(name: str, layer: str, arrays: dict, classes: list[str]) -> None:
@@ -91,13 +95,15 @@ def main(params: dict, name: str) -> dict:
     y = arrays["y"].astype(np.int64)
     check_knn_k(t["knn_k"], len(y))
     check_embeddable(name, arrays)
-    metrics = {}
+    metrics, coords = {}, {}
     for layer in ANALYSED_LAYERS:
         print(f"{name} {layer}: t-SNE of {len(y)} points in {arrays[layer].shape[1]} dims ...", flush=True)
-        metrics[layer] = embed_layer(name, layer, arrays[layer], y, classes, t, seed)
+        metrics[layer], embs = embed_layer(name, layer, arrays[layer], y, classes, t, seed)
+        coords.update({f"{layer}_{d}d": embs[d] for d in (2, 3)})
         print(f"{name} {layer}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics[layer].items()), flush=True)
         if f"surface_{layer}" in arrays:  # conv layers only
             draw_surfaces(name, layer, arrays, classes)
+    write_npz(paths.tsne_embeddings(name), **coords, index=arrays["index"])
     write_metrics(paths.tsne_dir(name), metrics, {layer: pick(m, HEADLINE) for layer, m in metrics.items()},
                   name)
     return metrics

@@ -70,6 +70,11 @@ def activations_file(name: str) -> Path:
     return DATA / "activations" / f"{name}.npz"
 
 
+def tsne_embeddings(name: str) -> Path:
+    """data/tsne/<name>.npz: each layer's t-SNE coordinates, `<layer>_2d` (n, 2) and `<layer>_3d` (n, 3)."""
+    return DATA / "tsne" / f"{name}.npz"
+
+
 def tsne_dir(name: str) -> Path:
     """plots/tsne/<name>/: 2D points, 3D images, surfaces and metrics of one model."""
     return PLOTS / "tsne" / name
@@ -106,3 +111,6 @@ def gradcam_dir(name: str) -> Path:
 
 
 COMPARE_DIR = PLOTS / "compare"
+
+
+EXPLORER_DIR = PLOTS / "explorer"                   # index.html, data.js, sprite.jpg

@@ -12,8 +12,8 @@ generated page works wherever it is opened or copied), and points DVC at it with
 has no `{scripts}` placeholder, so DVC's CDN <script> tags are dropped. A small
 script in the template shows any script error, rejected vegaEmbed promise or
 failed image load in a red box at the top of the page (id "plot-errors"), charts are drawn
-as SVG (SVG_DEFAULT), and image plots wrap and scale to the window, titled by what they show
-(IMAGE_CSS, IMAGE_TITLES).
+as SVG (SVG_DEFAULT), image plots wrap and scale to the window, titled by what they show
+(IMAGE_CSS, IMAGE_TITLES), and a line at the top links the embedding explorer (EXPLORER).
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from pathlib import Path
 
 from study.errors import StageError
 from study.files import atomic_path
+from study.paths import EXPLORER_DIR
 
 NODE_MODULES = Path("node_modules")
 TEMPLATE = NODE_MODULES / "dvc-plots-offline.html"   # lives and dies with node_modules
@@ -117,10 +118,20 @@ PAGE = """<!DOCTYPE html>
 </head>
 <body>
     <pre id="plot-errors" hidden></pre>
+    %(explorer)s
     {plot_divs}
 </body>
 </html>
 """
+
+
+# The explorer stage's page, linked from the top of the plots page (relative to dvc_plots/index.html,
+# where `dvc plots show` and `dvc plots diff` write it by default).
+EXPLORER_LINK = "../" + (EXPLORER_DIR / "index.html").as_posix()
+EXPLORER = (f'<p id="explorer-link"><a href="{EXPLORER_LINK}">Embedding explorer</a>: both models\' t-SNE of '
+            f'each layer in rotatable 3D, with the test image under the cursor '
+            f'(<code>{EXPLORER_DIR.as_posix()}/index.html</code>, the workspace\'s; written by the '
+            f'<code>explorer</code> stage)</p>')
 
 
 def dvc_render_versions() -> dict[str, str]:
@@ -157,7 +168,7 @@ def template_html(scripts: dict[str, str]) -> str:
     """The page template with the given {name: JS source} inlined before the plots."""
     libraries = "\n".join(inline_script(name, code) for name, code in scripts.items())
     return PAGE % {"hook": ERROR_HOOK, "libraries": libraries, "svg": SVG_DEFAULT, "titles": IMAGE_TITLES,
-                   "image_css": IMAGE_CSS}
+                   "image_css": IMAGE_CSS, "explorer": EXPLORER}
 
 
 def build(node_modules: Path = NODE_MODULES) -> str:

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 STAGES = ["hash_source", "fetch_data", "train_baseline", "kmeans_centroids", "train_center_loss",
           "extract_activations@baseline", "extract_activations@center_loss",
-          "tsne@baseline", "tsne@center_loss", "gradcam@baseline", "gradcam@center_loss", "compare"]
+          "tsne@baseline", "tsne@center_loss", "gradcam@baseline", "gradcam@center_loss", "compare", "explorer"]
 
 
 def _stale_stages(repo, key, value):

@@ -197,6 +197,15 @@ def test_template_inlines_dvc_renders_library_versions(template):
     assert "cdn.jsdelivr" not in text and "{scripts}" not in text and "{plot_divs}" in text
 
 
+def test_template_links_the_explorer_page_from_where_dvc_writes_the_plots_page(template):
+    import posixpath
+
+    from study.explorer import PAGE
+    href = re.search(r'<p id="explorer-link"><a href="([^"]+)">', template.read_text()).group(1)
+    # `dvc plots show` and `dvc plots diff` write dvc_plots/index.html by default
+    assert posixpath.normpath(posixpath.join("dvc_plots", href)) == (paths.EXPLORER_DIR / PAGE).as_posix()
+
+
 def test_template_refuses_wrong_versions(tmp_path):
     fake = tmp_path / "node_modules" / "vega"
     fake.mkdir(parents=True)

@@ -66,6 +66,16 @@ def test_extract_then_tsne_writes_points_images_and_metrics(workdir):
         assert m["silhouette_2d"] == pytest.approx(silhouette(points, labels), abs=1e-3)
         assert abs(m["knn_accuracy_2d"] - knn_accuracy(points, labels, params["tsne"]["knn_k"],
                                                        params["seed"])) <= 2 / n
+    # every layer's coordinates for the explorer: the 2D ones are the tsv's (to its 5 digits)
+    coords = np.load(paths.tsne_embeddings("center_loss"))
+    acts = np.load(paths.activations_file("center_loss"))
+    assert np.array_equal(coords["index"], acts["index"])
+    for layer in ANALYSED_LAYERS:
+        rows = [r.split("\t") for r in paths.tsne_points("center_loss", layer).read_text().splitlines()[1:]]
+        tsv = np.array([[float(a), float(b)] for a, b, _ in rows])
+        assert coords[f"{layer}_2d"].shape == (n, 2) and coords[f"{layer}_3d"].shape == (n, 3)
+        np.testing.assert_allclose(coords[f"{layer}_2d"], tsv, rtol=1e-4, atol=1e-4 * np.abs(tsv).max())
+        assert np.ptp(coords[f"{layer}_3d"], axis=0).min() > 0                 # three real axes
     # surfaces only for conv layers
     assert paths.tsne_surface("center_loss", "conv2d").read_bytes().startswith(PNG_MAGIC)
     assert paths.tsne_surface("center_loss", "conv2d_4").exists()
