@@ -22,7 +22,7 @@ import numpy as np
 
 SIG_DIGITS = 4
 CONFIDENCE_DECIMALS = 3
-CELL = 32                    # px of one thumbnail in the sprite (the images' own size)
+CELL = 32                    # px of one thumbnail in the sprite (CIFAR-10's size; other sides are resized)
 JPEG_QUALITY = 90
 SPRITE, DATA, PAGE = "sprite.jpg", "data.js", "index.html"   # the files of plots/explorer/
 HERE = Path(__file__).parent
@@ -53,8 +53,10 @@ def sprite_columns(n: int) -> int:
 
 
 def sprite_sheet(images: np.ndarray) -> np.ndarray:
-    """(n, CELL, CELL, 3) uint8 images -> one (rows*CELL, cols*CELL, 3) sheet, image i in row
-    i // cols, column i % cols; unused cells black."""
+    """(n, S, S, 3) uint8 images -> one (rows*CELL, cols*CELL, 3) sheet, image i (resized to
+    CELL x CELL when S differs) in row i // cols, column i % cols; unused cells black."""
+    from study.image_decode import resize
+    images = np.stack([resize(img, CELL) for img in images]) if len(images) else images
     n = len(images)
     cols = sprite_columns(n)
     rows = max(1, math.ceil(n / cols))

@@ -203,3 +203,13 @@ def test_atomic_dir_replaces_the_folder_whole_or_not_at_all(tmp_path):
         (tmp / "new.txt").write_text("new")
     assert [p.name for p in target.iterdir()] == ["new.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["page"]                   # no temp folder left
+
+
+def test_thumbnails_of_another_side_are_resized_into_the_sprite_cells():
+    from study.explorer import CELL, sprite_sheet
+    from study.image_decode import resize
+    rng = np.random.default_rng(1)
+    small = rng.integers(0, 256, (3, 24, 24, 3), dtype=np.uint8)
+    sheet = sprite_sheet(small)
+    assert sheet.shape == (2 * CELL, 2 * CELL, 3)
+    assert np.array_equal(sheet[CELL:2 * CELL, :CELL], resize(small[2], CELL))   # image 2: row 1, column 0
