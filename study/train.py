@@ -130,8 +130,8 @@ def _prepare(name: str, model, params: dict, splits: dict, fresh: bool):
     from study.model import summary_text
     from study.params import check_against_data
     check_batch_size(params["batch_size"])
-    check_against_data(params, len(splits["test"][1]), model.output_shape[-1])  # fails here, not after training
     check_last_batches({f"data.{s}_size": len(splits[s][1]) for s in ("train", "val", "test")}, params["batch_size"])
+    check_against_data(params, len(splits["test"][1]), model.output_shape[-1])  # fails here, not after training
     summary = summary_text(model)  # before compile: no optimizer variables in the counts
     single_device = share_global_batch(model)  # several replicas: batch norm, dropout over the global batch
     if params["fused_batch_norm"]:
