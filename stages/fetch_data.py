@@ -1,19 +1,20 @@
 """fetch_data: get the images (the CIFAR-10 python archive, or your own class folders), verify, split.
 
 Reads params.yaml (seed, data.*), data/source.json (hash_source's fingerprint of data.url; read
-by DVC only, to rerun this stage when a folder's images change) and the images at data.url: an archive (https/http URL: downloaded; file:// URL or plain path:
-copied), in both cases into data/.tmp-fetch_data-*/, where its md5 is computed over the very
-bytes that are then parsed; or a local folder of class folders (data.md5 null), read in place
-(study.image_folder). Images are resized to data.image_size when they have another size. A verified download is kept in Keras's datasets folder
-(~/.keras/datasets, study.download.kept_archive), so the next run on this machine (another seed,
-a queued experiment) copies it from there instead of downloading again; a temp file a killed run
-left there is removed by the next run (study.download.remove_stale_temps).
+by DVC only, to rerun this stage when a folder's images change) and the images at data.url:
+an archive (https/http URL: downloaded; file:// URL or plain path: copied), in both cases into
+data/.tmp-fetch_data-*/, where its md5 is computed over the very bytes that are then parsed; or a
+local folder of class folders (data.md5 null), read in place (study.image_folder). Images are
+resized to data.image_size when they have another size. A verified download is kept in Keras's
+datasets folder (~/.keras/datasets, study.download.kept_archive), so the next run on this machine
+(another seed, a queued experiment) copies it from there instead of downloading again; a temp file
+a killed run left there is removed by the next run (study.download.remove_stale_temps).
 Writes data/train.npz, data/val.npz, data/test.npz (x uint8 (N, S, S, 3), y uint8 (N,)),
 data/classes.json (the class names, index = label) and data/fetch.json (source url, kind, md5,
-bytes read, image size, skipped files, split sizes, per-class counts). The outputs appear together or not at all:
-old outputs are removed first and new ones are staged in the same temp dir, then renamed into
-place. The temp dir is removed on exit (also on Ctrl-C and SIGTERM); one left by kill -9 is
-removed by the next run.
+bytes read, image size, skipped files, split sizes, per-class counts). The outputs appear
+together or not at all: old outputs are removed first and new ones are staged in the same temp
+dir, then renamed into place. The temp dir is removed on exit (also on Ctrl-C and SIGTERM); one
+left by kill -9 is removed by the next run.
 """
 import os
 import shutil

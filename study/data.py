@@ -13,6 +13,7 @@ from study.files import load_npz, read_json
 FETCH_STAGE = "fetch_data"
 MAX_CLASSES = 100    # class folders of one source (grids and legends stay readable)
 CLASS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,39}")
+NAME_RULE = "1-40 letters, digits, spaces, '_', '-', '.', starting with a letter or digit"
 SPLITS = ("train", "val", "test")
 
 
@@ -44,12 +45,16 @@ def check_class_names(names, source) -> list[str]:
     if not (isinstance(names, list) and 2 <= len(names) <= MAX_CLASSES and all(isinstance(n, str) for n in names)):
         raise StageError(f"{source}: expected a list of 2..{MAX_CLASSES} class names; "
                          f"run `dvc repro {FETCH_STAGE}` to rebuild it")
-    bad = next((n for n in names if not CLASS_NAME.fullmatch(n)), None)
+    bad = first_bad_name(names)
     if bad is not None or len(set(names)) != len(names):
         what = f"class name {reprlib.repr(bad)} is not allowed" if bad is not None else "class names repeat"
-        raise StageError(f"{source}: {what}; allowed: different names of 1-40 letters, digits, "
-                         f"spaces, '_', '-', '.', starting with a letter or digit; run `dvc repro {FETCH_STAGE}`")
+        raise StageError(f"{source}: {what}; allowed: different names of {NAME_RULE}; run `dvc repro {FETCH_STAGE}`")
     return names
+
+
+def first_bad_name(names: list[str]) -> str | None:
+    """The first of `names` that CLASS_NAME does not allow, or None."""
+    return next((n for n in names if not CLASS_NAME.fullmatch(n)), None)
 
 
 def class_names() -> list[str]:

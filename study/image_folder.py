@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from study.data import CLASS_NAME, MAX_CLASSES
+from study.data import MAX_CLASSES, NAME_RULE, first_bad_name
 from study.errors import StageError
 from study.image_decode import decode
 
@@ -200,10 +200,9 @@ def _check_classes(where: str, names: list[str]) -> None:
     if not 2 <= len(names) <= MAX_CLASSES:
         raise StageError(f"{where} {len(names)} class folder(s) with images ({', '.join(names)[:80]}); "
                          f"allowed: 2..{MAX_CLASSES} classes")
-    bad = next((n for n in names if not CLASS_NAME.fullmatch(n)), None)
+    bad = first_bad_name(names)
     if bad is not None:
-        raise StageError(f"{where} class folder {bad[:60]!r} is not an allowed class name; allowed: 1-40 letters, "
-                         "digits, spaces, '_', '-', '.', starting with a letter or digit")
+        raise StageError(f"{where} class folder {bad[:60]!r} is not an allowed class name; allowed: {NAME_RULE}")
 
 
 def read_split(classes: dict[str, list], names: list[str], size: int) -> tuple[np.ndarray, np.ndarray, list[str], int]:

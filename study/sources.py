@@ -79,8 +79,7 @@ def read_source(data: dict, tmp: Path) -> dict:
             raise StageError(f"data.md5: {data['md5']} names an archive, but data.url {data['url']} is a folder; "
                              "allowed: null for a folder")
         from study.image_folder import read_images
-        out = read_images(folder, size, "data.url")
-        return {"kind": "class folders", **out, "bytes": out.pop("bytes")}
+        return {"kind": "class folders", **read_images(folder, size, "data.url")}
     if data["md5"] is None:
         raise StageError(f"data.url: {data['url']} is not a folder, and data.md5 is null; allowed: null only "
                          "for a local folder (an archive needs its md5)")
@@ -95,5 +94,5 @@ def read_source(data: dict, tmp: Path) -> dict:
     from study.image_folder import read_images
     out = read_images(archive, size, f"data.url ({Path(archive).name})")
     archive.unlink()
-    out.pop("bytes")
-    return {"kind": "class folders archive", **out, "bytes": n_bytes}
+    return {"kind": "class folders archive", **out, "bytes": n_bytes}  # the archive's size, not its images'
+
