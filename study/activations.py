@@ -84,7 +84,7 @@ def batch_slices(n: int, batch_size: int, min_size: int = 1) -> list[slice]:
 
 
 def channel_mean(maps: np.ndarray) -> np.ndarray:
-    """(b, H, W, C) conv maps -> (b, H, W) mean over channels (the seed's surface view)."""
+    """(b, H, W, C) conv maps -> (b, H, W) mean over channels (the original study's surface view)."""
     return maps.mean(axis=-1).astype(np.float32)
 
 

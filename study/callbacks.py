@@ -14,15 +14,23 @@ def training_callbacks(params, live, elapsed_before: float = 0.0, best_before: f
     """Callbacks of a fit: the per-epoch schedule, NaN stop and DVCLive logging. A resumed run
     passes the training seconds (`elapsed_before`) and best val accuracy (`best_before`) of the
     epochs it does not repeat."""
+    import keras
+
+    callbacks = [_stop_on_nan(params), _log_to_live(live, elapsed_before, best_before)]
+    if params["lr_schedule"] != "onecycle":  # onecycle is a per-step schedule inside the optimizer
+        callbacks.insert(0, keras.callbacks.LearningRateScheduler(lambda e, _lr: lr_for_epoch(e, params)))
+    return callbacks
+
+
+def _log_to_live(live, elapsed_before: float, best_before: float):
+    """Per epoch: train/<metric>, val/<metric>, the epoch's (first step's) learning_rate and
+    elapsed_s (training wall time so far, validation included) to DVCLive; a line when val
+    accuracy first reaches each of VAL_THRESHOLDS."""
     import time
 
     import keras
 
     class LogToLive(keras.callbacks.Callback):
-        """Per epoch: train/<metric>, val/<metric>, the epoch's (first step's) learning_rate and
-        elapsed_s (training wall time so far, validation included) to DVCLive; a line when val
-        accuracy first reaches each of VAL_THRESHOLDS."""
-
         def on_train_begin(self, logs=None):
             self.start = time.perf_counter() - elapsed_before
             self.best = best_before
@@ -45,9 +53,14 @@ def training_callbacks(params, live, elapsed_before: float = 0.0, best_before: f
             self.best = max(self.best, val_acc or 0.0)
             live.next_step()
 
-    class StopOnNaN(keras.callbacks.Callback):
-        """A NaN or infinite loss stops training with a message saying what to change."""
+    return LogToLive()
 
+
+def _stop_on_nan(params):
+    """A callback: a NaN or infinite loss stops training with a message saying what to change."""
+    import keras
+
+    class StopOnNaN(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
             loss = (logs or {}).get("loss")
             if loss is not None and not math.isfinite(float(loss)):
@@ -58,7 +71,4 @@ def training_callbacks(params, live, elapsed_before: float = 0.0, best_before: f
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch
 
-    callbacks = [StopOnNaN(), LogToLive()]
-    if params["lr_schedule"] != "onecycle":  # onecycle is a per-step schedule inside the optimizer
-        callbacks.insert(0, keras.callbacks.LearningRateScheduler(lambda e, _lr: lr_for_epoch(e, params)))
-    return callbacks
+    return StopOnNaN()

@@ -45,7 +45,7 @@ def _logit_model(model):
     import keras
     names = [layer.name for layer in model.layers]
     if not isinstance(model, keras.Sequential) or CAM_LAYER not in names or FEATURE_LAYER not in names:
-        raise StageError(f"model {model.name!r}: Grad-CAM needs the seed's Sequential CNN with "
+        raise StageError(f"model {model.name!r}: Grad-CAM needs the original study's Sequential CNN with "
                          f"layers {CAM_LAYER!r} and {FEATURE_LAYER!r}")
     head = model.get_layer(OUTPUT_LAYER)  # the softmax layer whose pre-activation we explain
     return layer_outputs(model, [CAM_LAYER, FEATURE_LAYER]), head.kernel, head.bias

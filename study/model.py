@@ -1,6 +1,6 @@
-"""The seed's CNN, one builder for both models (baseline and center loss).
+"""The original study's CNN, one builder for both models (baseline and center loss).
 
-Layer names are the seed's exactly (README, "Training"); later stages look
+Layer names are the original study's exactly (README, "Training"); later stages look
 layers up by these names. Inputs are float32 images in [0, 1] (see
 study.data.preprocess); the model ends in a softmax, so it outputs probabilities.
 """
@@ -20,7 +20,7 @@ _CONVS = ((64, True, False), (64, False, True),
           (256, True, True))
 _DROPOUT_CONV, _DROPOUT_DENSE = 0.25, 0.5
 
-# The layers later stages use, by the seed's names.
+# The layers later stages use, by the original study's names.
 ANALYSED_LAYERS = ("conv2d", "conv2d_4", "dense", "dense_1")  # first conv, last conv, first and last dense
 FEATURE_LAYER = "dense"       # the 512-d embedding k-means and the center loss work on
 CAM_LAYER = "conv2d_4"        # the last conv layer, 8 x 8: Grad-CAM's maps

@@ -192,7 +192,7 @@ def _flatten(params: dict) -> dict:
 
 def validate(params: dict) -> dict:
     """Check a params dict against SCHEMA and cross-key rules; return it, with `augment`'s
-    true/false (the seed's on/off switch) spelled as their names (rotate_flip/none)."""
+    true/false (the original study's on/off switch) spelled as their names (rotate_flip/none)."""
     if not isinstance(params, dict):
         raise ParamsError(f"{PARAMS_FILE}: expected a mapping of keys, got {type(params).__name__}")
     flat = _flatten(params)

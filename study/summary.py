@@ -8,7 +8,7 @@ commit, through DVC's Python API), groups them by every param except `seed` and,
     experiment trains both models with its seed): mean, 95% t-interval, sign agreement, for
     test accuracy, test cross-entropy and the `dense` layer's 2D t-SNE kNN accuracy and
     silhouette, with a verdict that claims no more than the interval;
-  - the seed's single-run number next to groups that are one of its a-f variants.
+  - the original study's single-run number next to groups that are one of its a-f variants.
 A value counts only if the stage that wrote it ran in that experiment (study.experiments);
 otherwise (a `train_baseline`-only experiment carries the workspace's center-loss files along)
 the quantity is reported as incomplete, never mixed in. Every text taken from an experiment
@@ -36,12 +36,17 @@ from study.untrusted import shown
 FIRST, SECOND = MODELS
 OUT_DIR = paths.PLOTS / "summary"
 CONFIDENCE = 0.95
-# The seed's hyperparameter table (one run each, 50 epochs): its training keys per variant
-# on top of the seed's recipe, and its test accuracy. README's a-f commands queue these.
-SEED_RECIPE = {"optimizer": "adam", "learning_rate": 0.001, "weight_decay": 0, "label_smoothing": 0,
-               "lr_schedule": "step", "lr_step_epochs": 10, "lr_step_factor": 0.5, "batch_size": 64,
-               "batch_norm": True, "augment": "none", "tta": "none", "dtype_policy": "float32"}
-SEED_TABLE = (
+# The original study's hyperparameter table (one run each, 50 epochs): its training keys per
+# variant on top of its recipe, and its test accuracy. docs/experiments.md's a-f commands queue
+# these. The recipe has none of our tricks for fewer epochs (their off values).
+ORIGINAL_RECIPE = {"optimizer": "adam", "learning_rate": 0.001, "weight_decay": 0, "label_smoothing": 0,
+                   "lr_schedule": "step", "lr_step_epochs": 10, "lr_step_factor": 0.5, "batch_size": 64,
+                   "batch_norm": True, "augment": "none", "tta": "none", "dtype_policy": "float32",
+                   "whiten_init": False, "dirac_init": False, "alternating_flip": False, "ema_momentum": 0}
+# The value an experiment from before a key was added ran with
+BEFORE_THE_KEY = {"dtype_policy": "float32", "whiten_init": False, "dirac_init": False, "alternating_flip": False,
+                  "ema_momentum": 0}
+ORIGINAL_TABLE = (
     ("a. no batch norm", {"batch_norm": False, "lr_schedule": "none"}, 0.818),
     ("b. + batch norm", {"lr_schedule": "none"}, 0.826),
     ("c. b + per-epoch learning rate", {}, 0.846),
@@ -128,15 +133,14 @@ def group_labels(groups: list[list[Experiment]]) -> list[str]:
     return [", ".join(f"{shown(k)}={shown(p.get(k))}" for k in varying) for p in firsts]
 
 
-def seed_variant(params: dict):
-    """(label, the seed's test accuracy) if these training params are one of the seed's a-f
+def original_variant(params: dict):
+    """(label, the original study's test accuracy) if these training params are one of its a-f
     variants (epochs and data sizes aside), else None."""
-    recipe = {k: params.get(k) for k in SEED_RECIPE}
-    recipe["dtype_policy"] = params.get("dtype_policy", "float32")  # experiments from before the key: float32
+    recipe = {k: params.get(k, BEFORE_THE_KEY.get(k)) for k in ORIGINAL_RECIPE}
     if isinstance(recipe["augment"], bool):
         recipe["augment"] = AUGMENT_BOOLS[recipe["augment"]]
-    for label, change, accuracy in SEED_TABLE:
-        if recipe == SEED_RECIPE | change:
+    for label, change, accuracy in ORIGINAL_TABLE:
+        if recipe == ORIGINAL_RECIPE | change:
             return label, accuracy
     return None
 
@@ -147,8 +151,8 @@ def summarise_group(exps: list[Experiment], label: str) -> dict:
     out = {"label": label, "seeds": [e.seed for e in exps], "experiments": [e.name for e in exps],
            "params": {k: v for k, v in exps[0].params.items() if k != "seed"},
            "models": {}, "difference": {}, "incomplete": {}}
-    variant = seed_variant(exps[0].params)
-    out["seed_variant"] = {"label": variant[0], "seed_test_accuracy": variant[1]} if variant else None
+    variant = original_variant(exps[0].params)
+    out["original_variant"] = {"label": variant[0], "original_test_accuracy": variant[1]} if variant else None
     for key, _, _, _, scale in QUANTITIES:
         for model in MODELS:
             vals = [e.values[model, key] for e in exps if (model, key) in e.values]
@@ -194,15 +198,16 @@ def to_markdown(summary: list[dict], skipped: list[str]) -> str:
     """The summary's tables as markdown; every text from the experiments through md_text."""
     lines = ["## Per model: mean ± sd over seeds", "",
              "| group | seeds | " + " | ".join(f"{m} test accuracy" for m in MODELS) + " | "
-             + " | ".join(f"{m} test cross-entropy" for m in MODELS) + " | the seed's single run |",
+             + " | ".join(f"{m} test cross-entropy" for m in MODELS) + " | the original study's single run |",
              "| --- " * (3 + 2 * len(MODELS)) + "|"]
     for g in summary:
         n_all, models = len(g["seeds"]), g["models"]
-        seed = f"{g['seed_variant']['label']}: {g['seed_variant']['seed_test_accuracy']}" if g["seed_variant"] else ""
+        original = g["original_variant"]
+        original = f"{original['label']}: {original['original_test_accuracy']}" if original else ""
         cells = [_mean_sd(models[m]["test_accuracy"], n_all) for m in MODELS] + \
                 [_mean_sd(models[m]["test_loss"], n_all, 3) for m in MODELS]
         seeds = md_text(", ".join(map(str, g["seeds"])))
-        lines.append(f"| {md_text(g['label'])} | {n_all} ({seeds}) | " + " | ".join(cells) + f" | {seed} |")
+        lines.append(f"| {md_text(g['label'])} | {n_all} ({seeds}) | " + " | ".join(cells) + f" | {original} |")
     lines += ["", f"## Paired difference {SECOND} − {FIRST} (same seed), {CONFIDENCE:.0%} t-interval", "",
               "| group | quantity | n | mean | interval | seeds +/− | verdict |", "| --- " * 7 + "|"]
     for g in summary:

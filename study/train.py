@@ -184,11 +184,7 @@ def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: li
     print_ = resume.fingerprint(params, trainer, [xtr, ytr, xva, yva])
     live_dir = paths.train_dir(name)
     curves = live_dir / "plots" / "metrics"
-    start = resume.restore(backup, trainer, epochs, print_, curves)
-    if start:
-        trim_curves(live_dir, start)
-    elapsed_before = read_curve(live_dir, "elapsed_s").get(start - 1, 0.0) if start else 0.0
-    best_before = max(read_curve(live_dir, "val/accuracy").values(), default=0.0) if start else 0.0
+    start, elapsed_before, best_before = _restore(backup, trainer, epochs, print_, live_dir)
     with Live(str(live_dir), resume=bool(start), dvcyaml=None, save_dvc_exp=False, report=None) as live:
         live.step = start
         callbacks = [*training_callbacks(params, live, elapsed_before, best_before),
@@ -201,14 +197,7 @@ def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: li
         single_device()  # the model to test and save is the plain one-device Keras model
         saved = plain_copy(model)  # float32 whatever the dtype policy: the model later stages load
         test = evaluate_test(saved, xte, yte, bs, params["tta"])
-        live.summary["test"] = {"accuracy": test["accuracy"], "loss": test["loss"]}
-        live.summary["warnings"] = training_warnings(epochs * steps, int((test["pred"] == yte).sum()), len(yte),
-                                                     len(classes))
-        for line in live.summary["warnings"]:
-            print(f"{name}: warning: {line}", flush=True)
-        live.summary["time_to_val_accuracy"] = time_to_val_accuracy(live_dir)
-        live.log_sklearn_plot("confusion_matrix", [classes[i] for i in yte],
-                              [classes[i] for i in test["pred"]], name="confusion_matrix.json")
+        _log_test(name, live, test, yte, classes, epochs * steps)
     _save(name, saved, summary, getattr(trainer, "centers", None))
     # DVCLive's summary (last epoch's values, time to accuracy, test) becomes details.json;
     # metrics.json keeps the headline `<name>.test` section only
@@ -218,3 +207,29 @@ def train_and_evaluate(name: str, model, params: dict, splits: dict, classes: li
     resume.discard(backup)
     print(f"{name}: test accuracy {test['accuracy']:.4f}, test loss {test['loss']:.4f}")
     return test
+
+
+def _restore(backup, trainer, epochs: int, print_: str, live_dir) -> tuple[int, float, float]:
+    """(epoch to start from, seconds and best validation accuracy before it) after restoring
+    `trainer` from the backup of a killed run (0, 0.0, 0.0 for a fresh start); the curves are
+    cut back to the restored epoch."""
+    from study import resume
+    start = resume.restore(backup, trainer, epochs, print_, live_dir / "plots" / "metrics")
+    if not start:
+        return 0, 0.0, 0.0
+    trim_curves(live_dir, start)
+    return (start, read_curve(live_dir, "elapsed_s").get(start - 1, 0.0),
+            max(read_curve(live_dir, "val/accuracy").values(), default=0.0))
+
+
+def _log_test(name: str, live, test: dict, yte, classes: list[str], total_steps: int) -> None:
+    """The test results into DVCLive's summary (test, warnings, time to validation accuracy) and
+    its confusion-matrix plot; each warning is printed too."""
+    live.summary["test"] = {"accuracy": test["accuracy"], "loss": test["loss"]}
+    live.summary["warnings"] = training_warnings(total_steps, int((test["pred"] == yte).sum()), len(yte),
+                                                 len(classes))
+    for line in live.summary["warnings"]:
+        print(f"{name}: warning: {line}", flush=True)
+    live.summary["time_to_val_accuracy"] = time_to_val_accuracy(live.dir)
+    live.log_sklearn_plot("confusion_matrix", [classes[i] for i in yte],
+                          [classes[i] for i in test["pred"]], name="confusion_matrix.json")

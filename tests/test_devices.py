@@ -88,7 +88,7 @@ def _train(root, devices: int, stages=("train_baseline", "kmeans_centroids", "tr
 def test_both_models_train_on_two_replicas_to_the_metrics_of_one_device(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir()
-    # the seed's recipe (Adam 0.001), which the tolerance below was measured with: at the default
+    # the original study's recipe (Adam 0.001), which the tolerance below was measured with: at the default
     # fast recipe's rate (SGD 0.1) 7 tiny steps leave a model at chance whose test loss (~14) is noise
     params = dict(tiny_params(), optimizer="adam", learning_rate=0.001, weight_decay=0, label_smoothing=0,
                   lr_schedule="step", augment="none", tta="none")

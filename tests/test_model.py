@@ -1,4 +1,4 @@
-"""study.model: the seed's architecture exactly, and loading a trained one fails in one line on anything else."""
+"""study.model: the original study's architecture exactly, and loading a trained one fails in one line on anything else."""
 import re
 
 import numpy as np
@@ -89,7 +89,7 @@ def _bad_models(tmp_path):
         with zipfile.ZipFile(p, "w") as z:
             z.writestr("notes.txt", "hello")
 
-    def other_layers(p):  # a Keras model, but its layers are not the seed's
+    def other_layers(p):  # a Keras model, but its layers are not the original study's
         x = keras.Input((32, 32, 3))
         keras.saving.save_model(keras.Model(x, keras.layers.Dense(10, name="head")(keras.layers.Flatten()(x))), p)
 

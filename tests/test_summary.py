@@ -162,16 +162,19 @@ def test_groups_by_every_param_but_seed_and_pairs_within_a_seed():
     assert "- q1: queued, not counted" in text
 
 
-def test_seed_variants_are_recognised_from_their_training_params():
-    base = dict(summary.SEED_RECIPE, epochs=5)
-    assert summary.seed_variant(base) == ("c. b + per-epoch learning rate", 0.846)
-    assert summary.seed_variant(base | {"batch_norm": False, "lr_schedule": "none"})[1] == 0.818
-    assert summary.seed_variant(base | {"augment": True}) == ("d. c + rotation/flip", 0.812)
-    assert summary.seed_variant(base | {"optimizer": "sgd", "learning_rate": 0.01})[1] == 0.818
-    assert summary.seed_variant(base | {"optimizer": "sgd"}) is None  # not the seed's SGD rate
-    assert summary.seed_variant(base | {"dtype_policy": "auto"}) is None  # bfloat16 on some machines
-    before_the_key = {k: v for k, v in base.items() if k != "dtype_policy"}
-    assert summary.seed_variant(before_the_key) == ("c. b + per-epoch learning rate", 0.846)
+def test_the_original_studys_variants_are_recognised_from_their_training_params():
+    base = dict(summary.ORIGINAL_RECIPE, epochs=5)
+    assert summary.original_variant(base) == ("c. b + per-epoch learning rate", 0.846)
+    assert summary.original_variant(base | {"batch_norm": False, "lr_schedule": "none"})[1] == 0.818
+    assert summary.original_variant(base | {"augment": True}) == ("d. c + rotation/flip", 0.812)
+    assert summary.original_variant(base | {"optimizer": "sgd", "learning_rate": 0.01})[1] == 0.818
+    assert summary.original_variant(base | {"optimizer": "sgd"}) is None  # not the original study's SGD rate
+    assert summary.original_variant(base | {"dtype_policy": "auto"}) is None  # bfloat16 on some machines
+    for key, on in (("whiten_init", True), ("dirac_init", True), ("alternating_flip", True), ("ema_momentum", 0.99)):
+        assert summary.original_variant(base | {key: on}) is None, key  # a trick for fewer epochs is not the recipe
+    for key in summary.BEFORE_THE_KEY:  # an experiment from before the key ran with its off value
+        before_the_key = {k: v for k, v in base.items() if k != key}
+        assert summary.original_variant(before_the_key) == ("c. b + per-epoch learning rate", 0.846), key
 
 
 def _documented_dvc_commands(start: str, end: str) -> list[list[str]]:
@@ -194,19 +197,19 @@ def _params_set_by(cmd: list[str]) -> dict:
     return dict(pairs)
 
 
-def test_readme_seed_recipe_commands_spell_out_every_key_whatever_the_defaults():
+def test_the_original_recipe_commands_spell_out_every_key_whatever_the_defaults():
     defaults = yaml.safe_load((REPO / "params.yaml").read_text())
-    needed = set(summary.SEED_RECIPE) | {"epochs"}
+    needed = set(summary.ORIGINAL_RECIPE) | {"epochs"}
     [recipe] = _documented_dvc_commands("dvc exp run -n original-recipe", "```")
     table = _documented_dvc_commands("original_recipe=(", "dvc queue start")
     assert [c[c.index("-n") + 1][0] for c in table] == list("abcdef")
-    expected = [("c. b + per-epoch learning rate", 0.846)] + [(label, acc) for label, _, acc in summary.SEED_TABLE]
+    expected = [("c. b + per-epoch learning rate", 0.846)] + [(label, acc) for label, _, acc in summary.ORIGINAL_TABLE]
     for cmd, variant in zip([recipe] + table, expected):
         given = _params_set_by(cmd)
         assert needed <= set(given), f"{variant[0]}: relies on params.yaml for {sorted(needed - set(given))}"
         params = validate(defaults | given)
         assert params["epochs"] == 50
-        assert summary.seed_variant(params) == variant
+        assert summary.original_variant(params) == variant
 
 
 # ---------------------------------------------------------------- experiments from other machines

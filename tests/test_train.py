@@ -53,7 +53,7 @@ def test_weight_decay_shrinks_kernels_not_biases_or_batch_norm():
     after = {f"{layer.name}/{v.name}": float(np.asarray(v).ravel()[0])
              for layer in net.layers for v in layer.trainable_variables}
     assert after == {"fc/kernel": pytest.approx(1 - 0.1 * 0.5), "fc/bias": 1.0, "bn/gamma": 1.0, "bn/beta": 1.0}
-    assert make_optimizer({**p, "weight_decay": 0}, 1).weight_decay is None  # 0: the seed's optimizer
+    assert make_optimizer({**p, "weight_decay": 0}, 1).weight_decay is None  # 0: the original study's optimizer
 
 
 def test_flip_tta_averages_each_image_and_its_mirror():
