@@ -56,7 +56,8 @@ def read_model(name: str, classes: list[str], params: dict) -> tuple[dict, np.nd
                          paths.train_details(name)), cm
 
 
-SETTINGS = ("seed", "epochs", "optimizer", "learning_rate", "lr_schedule", "batch_size", "augment")
+SETTINGS = ("seed", "epochs", "optimizer", "learning_rate", "lr_schedule", "batch_size", "augment", "tta",
+            "whiten_init", "dirac_init", "alternating_flip", "ema_momentum")
 
 
 def settings(params: dict, fetch_info: dict) -> dict:

@@ -61,8 +61,15 @@ def settings_line(s: dict) -> str:
     return (f"Settings: center loss `{cl['variant']}` (lambda {cl['lambda']:g}, mu {cl['mu']:g}, "
             f"alpha {cl['alpha']:g}, init {cl['init']}); both models: {s['epochs']} epochs, "
             f"{s['optimizer']} at learning rate {s['learning_rate']:g} ({s['lr_schedule']}), batch "
-            f"{s['batch_size']}, augment {s['augment']}, seed {s['seed']}; images: "
+            f"{s['batch_size']}, augment {s['augment']}{tricks_text(s)}, seed {s['seed']}; images: "
             f"{sizes['train']:,} train, {sizes['val']:,} validation, {sizes['test']:,} test.")
+
+
+def tricks_text(s: dict) -> str:
+    """', test views <tta>' and the name of each trick for fewer epochs that is on."""
+    on = [k for k in ("whiten_init", "dirac_init", "alternating_flip") if s[k]]
+    on += [f"ema_momentum {s['ema_momentum']:g}"] if s["ema_momentum"] else []
+    return f", test views {s['tta']}" + "".join(f", {k}" for k in on)
 
 
 def report_markdown(metrics: dict, classes: list[str], base: str, other: str, settings: dict) -> str:

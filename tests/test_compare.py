@@ -94,6 +94,7 @@ def test_compare_writes_every_metric_figure_and_report(workdir):
 
 
 def test_report_links_figures_and_states_the_difference(workdir):
+    workdir.update(whiten_init=True, dirac_init=False, alternating_flip=False, ema_momentum=0)
     write_inputs({"baseline": 1.0, "center_loss": 1.0})
     compare.main(workdir)
     report = (paths.COMPARE_DIR / "report.md").read_text()
@@ -102,11 +103,16 @@ def test_report_links_figures_and_states_the_difference(workdir):
     assert (f"Settings: center loss `{cl['variant']}` (lambda {cl['lambda']:g}, mu {cl['mu']:g}, alpha {cl['alpha']:g}, "
             f"init {cl['init']}); both models: {workdir['epochs']} epochs, {workdir['optimizer']} at learning rate "
             f"{workdir['learning_rate']:g} ({workdir['lr_schedule']}), batch {workdir['batch_size']}, augment "
-            f"{workdir['augment']}, seed {workdir['seed']}; images: 1,200 train, 50 validation, 60 test.") in report
+            f"{workdir['augment']}, test views {workdir['tta']}, whiten_init, seed {workdir['seed']}; images: 1,200 train, "
+            "50 validation, 60 test.") in report
     workdir["center_loss"] = dict(cl, variant="island", mu=0.25)
     compare.main(workdir)
     report = (paths.COMPARE_DIR / "report.md").read_text()
     assert report.startswith("# Baseline vs center loss (`island`)\n") and "mu 0.25," in report
+    workdir.update(whiten_init=False, alternating_flip=True, ema_momentum=0.99, tta="none")
+    compare.main(workdir)
+    report = (paths.COMPARE_DIR / "report.md").read_text()
+    assert f"augment {workdir['augment']}, test views none, alternating_flip, ema_momentum 0.99, seed" in report
     assert json.loads((paths.COMPARE_DIR / "details.json").read_text())["settings"]["center_loss"]["variant"] == "island"
     assert "center_loss is 5.00 percentage points higher than baseline" in report
     assert "cannot show whether the difference is significant" in report
