@@ -50,6 +50,8 @@ def stage_dir(workdir, trained):
     """`workdir` plus the baseline's and k-means' outputs (same params and data, so same files)."""
     for folder in ("models", "plots"):
         shutil.copytree(trained[0] / folder, folder)
+    shutil.copy(trained[0] / "params.yaml", "params.yaml")   # baseline_dir's (Keras's initialisation)
+    workdir.update(yaml.safe_load(open("params.yaml")))
     return workdir
 
 
