@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +30,11 @@ from study import paths
 from study.errors import StageError
 from study.files import save_figure, write_json, write_text
 from study.experiments import MODELS, QUANTITIES, Experiment, load_experiments
+from study.statistics import CONFIDENCE, describe, paired, verdict
 from study.untrusted import shown
 
 FIRST, SECOND = MODELS
 OUT_DIR = paths.PLOTS / "summary"
-CONFIDENCE = 0.95
 # The original study's hyperparameter table (one run each, 50 epochs): its training keys per
 # variant on top of its recipe, and its test accuracy. docs/experiments.md's a-f commands queue
 # these. The recipe has none of our tricks for fewer epochs (their off values).
@@ -56,49 +55,6 @@ ORIGINAL_TABLE = (
 )
 AUGMENT_BOOLS = {True: "rotate_flip", False: "none"}  # params.yaml's augment: true/false
 LINE_CHARS = 240            # a label, a note or a not-counted line in the markdown
-
-
-# ---------------------------------------------------------------- statistics (pure)
-
-def describe(values) -> dict:
-    """n, mean and sample sd (None below 2 values) of a list of numbers."""
-    x = np.asarray(values, float)
-    n = len(x)
-    return {"n": n, "mean": float(x.mean()) if n else None,
-            "sd": float(x.std(ddof=1)) if n > 1 else None}
-
-
-def paired(diffs, confidence: float = CONFIDENCE) -> dict:
-    """Paired differences: describe() plus the t-interval of the mean (None below 2 values) and
-    how many differences are positive and negative."""
-    from scipy import stats
-    out = describe(diffs)
-    x = np.asarray(diffs, float)
-    out["ci"] = None
-    if out["n"] > 1:
-        half = stats.t.ppf((1 + confidence) / 2, out["n"] - 1) * out["sd"] / math.sqrt(out["n"])
-        out["ci"] = [out["mean"] - half, out["mean"] + half]
-    out["positive"], out["negative"] = int((x > 0).sum()), int((x < 0).sum())
-    return out
-
-
-def verdict(d: dict, scale: float = 1, unit: str = "") -> str:
-    """A plain sentence on a paired() result (in `unit` after multiplying by `scale`) that never
-    claims more than the interval: a direction only when the whole interval is on one side of 0;
-    'k of n seeds agree in sign' counts the seeds on the mean's side."""
-    n = d["n"]
-    if n == 0:
-        return "not measured"
-    mean = f"{d['mean'] * scale:+.3g}{unit}"
-    if n == 1:
-        return f"one seed: {mean}; no interval from one seed"
-    lo, hi = (v * scale for v in d["ci"])
-    interval = f"{mean} [{lo:+.3g}, {hi:+.3g}]"
-    agree = d["positive"] if d["mean"] > 0 else d["negative"] if d["mean"] < 0 else max(d["positive"], d["negative"])
-    if lo <= 0 <= hi:
-        return f"no detectable difference at n={n}: {interval} ({agree} of {n} seeds agree in sign)"
-    side = "higher" if lo > 0 else "lower"
-    return f"{SECOND} {side}: {interval} ({agree} of {n} seeds agree in sign)"
 
 
 # ---------------------------------------------------------------- groups
@@ -162,7 +118,7 @@ def summarise_group(exps: list[Experiment], label: str) -> dict:
                 out["incomplete"][f"{model}.{key}"] = lacking
         both = [e for e in exps if all((m, key) in e.values for m in MODELS)]
         diff = paired([e.values[SECOND, key] - e.values[FIRST, key] for e in both])
-        diff["verdict"] = verdict(diff, scale, " points" if scale == 100 else "")
+        diff["verdict"] = verdict(diff, SECOND, scale, " points" if scale == 100 else "")
         out["difference"][key] = diff
     return out
 

@@ -292,7 +292,7 @@ window.addEventListener("load", function () { setTimeout(function () {
 def test_plots_diff_of_two_variants_names_both_and_fits_the_window(variant_sweep, template, tmp_path):
     from tests.test_run_cache import sweep_names
     names = sweep_names(variant_sweep, 1)
-    a, b = names["island"], names["contrastive"]
+    a, b = names["center"], names["island"]
     r = subprocess.run(["dvc", "plots", "diff", a, b, "--html-template", str(template), "-o", str(tmp_path / "page")],
                        cwd=variant_sweep, capture_output=True, text=True, env=dvc_env())
     assert r.returncode == 0, r.stderr

@@ -94,7 +94,7 @@ def sweep_names(repo, seed: int) -> dict[str, str]:
 
 def test_plots_diff_overlays_two_variants(variant_sweep):
     names = sweep_names(variant_sweep, SWEEP_SEEDS[0])
-    a, b = names["island"], names["contrastive"]
+    a, b = names["center"], names["island"]
     diff = json.loads(dvc(variant_sweep, "plots", "diff", a, b, "--json").stdout)["data"]
     for curve in ("accuracy", "cross_entropy", "center_loss_terms"):  # both experiments in one chart
         assert [item["revisions"] for item in diff[curve]] == [[a, b]]
