@@ -2,7 +2,7 @@
 local folder). Two clones ("machines") run one experiment each and push it with `dvc exp push`;
 a third clone pulls both with `dvc exp pull`, lists them with their metrics in `dvc exp show`,
 and restores one experiment's model from the DVC remote with `dvc exp apply` + `dvc checkout`.
-These are the commands of docs/experiments.md ("Several machines"), on the `train_baseline` target."""
+These are README's commands ("Several machines")."""
 import hashlib
 import json
 
@@ -46,9 +46,7 @@ def test_experiments_from_two_machines_meet_on_a_third(tmp_path, cifar_server):
     for machine, seed in (("machine1", 1), ("machine2", 2)):
         clone = tmp_path / machine
         git(tmp_path, "clone", "-q", str(origin), str(clone))
-        # train_baseline only: what is pushed and pulled does not depend on which stages ran, and
-        # the whole study's stages are run by the pipeline tests
-        dvc(clone, "exp", "run", "-n", f"{machine}-seed{seed}", "train_baseline", "-S", f"seed={seed}")
+        dvc(clone, "exp", "run", "-n", f"{machine}-seed{seed}", "-S", f"seed={seed}")   # the whole study
         dvc(clone, "exp", "push", "origin")             # every experiment of HEAD: git refs + cached outputs
         models[f"{machine}-seed{seed}"] = (_md5(clone / "models/baseline.keras"),
                                            json.loads((clone / "plots/train_baseline/metrics.json").read_text()))
