@@ -22,7 +22,7 @@ from study.data import class_names
 from study.errors import StageError
 from study.files import load_npz, read_input, read_json, save_figure, write_metrics, write_text
 from study.model import FEATURE_LAYER
-from study.params import load
+from study.params import TRICKS_OFF, load
 from study.stage import run_stage
 
 BASE, OTHER = paths.MODEL_NAMES          # ("baseline", "center_loss")
@@ -57,7 +57,7 @@ def read_model(name: str, classes: list[str], params: dict) -> tuple[dict, np.nd
 
 
 SETTINGS = ("seed", "epochs", "optimizer", "learning_rate", "lr_schedule", "batch_size", "augment", "tta",
-            "whiten_init", "dirac_init", "alternating_flip", "ema_momentum")
+            *TRICKS_OFF)
 
 
 def settings(params: dict, fetch_info: dict) -> dict:

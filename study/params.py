@@ -102,6 +102,9 @@ def _url(v):
         return "an http(s):// URL, a file:// URL or a local path"
 
 
+# The tricks for fewer epochs and the value of each that leaves it off (the recipe without it)
+TRICKS_OFF = {"whiten_init": False, "dirac_init": False, "alternating_flip": False, "ema_momentum": 0}
+
 # Every key params.yaml may hold, with its check. A check returns None when the
 # value is fine, else a text saying what is allowed.
 SCHEMA = {

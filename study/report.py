@@ -7,6 +7,7 @@ from pathlib import Path
 from study import paths
 from study.compare import GRADCAM_KEYS, TSNE_KEYS
 from study.model import ANALYSED_LAYERS, CAM_LAYER
+from study.params import TRICKS_OFF
 
 
 def link(target: str | Path, report: str | Path) -> str:
@@ -66,9 +67,9 @@ def settings_line(s: dict) -> str:
 
 
 def tricks_text(s: dict) -> str:
-    """', test views <tta>' and the name of each trick for fewer epochs that is on."""
-    on = [k for k in ("whiten_init", "dirac_init", "alternating_flip") if s[k]]
-    on += [f"ema_momentum {s['ema_momentum']:g}"] if s["ema_momentum"] else []
+    """', test views <tta>' and each trick for fewer epochs that is on: its name, and its value
+    unless it is a switch."""
+    on = [k if isinstance(s[k], bool) else f"{k} {s[k]:g}" for k, off in TRICKS_OFF.items() if s[k] != off]
     return f", test views {s['tta']}" + "".join(f", {k}" for k in on)
 
 

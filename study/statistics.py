@@ -37,9 +37,9 @@ def paired(diffs, confidence: float = CONFIDENCE) -> dict:
 
 
 def verdict(d: dict, name: str, scale: float = 1, unit: str = "") -> str:
-    """A plain sentence on a paired() result of `name` minus another (in `unit` after multiplying by `scale`) that never
-    claims more than the interval: a direction only when the whole interval is on one side of 0;
-    'k of n seeds agree in sign' counts the seeds on the mean's side."""
+    """A plain sentence on a paired() result of `name` minus another (in `unit` after multiplying
+    by `scale`) that never claims more than the interval: a direction only when the whole interval
+    is on one side of 0; 'k of n seeds agree in sign' counts the seeds on the mean's side."""
     n = d["n"]
     if n == 0:
         return "not measured"

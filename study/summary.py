@@ -29,6 +29,7 @@ import numpy as np
 from study import paths
 from study.errors import StageError
 from study.files import save_figure, write_json, write_text
+from study.params import TRICKS_OFF
 from study.experiments import MODELS, QUANTITIES, Experiment, load_experiments
 from study.statistics import CONFIDENCE, describe, paired, verdict
 from study.untrusted import shown
@@ -40,11 +41,9 @@ OUT_DIR = paths.PLOTS / "summary"
 # these. The recipe has none of our tricks for fewer epochs (their off values).
 ORIGINAL_RECIPE = {"optimizer": "adam", "learning_rate": 0.001, "weight_decay": 0, "label_smoothing": 0,
                    "lr_schedule": "step", "lr_step_epochs": 10, "lr_step_factor": 0.5, "batch_size": 64,
-                   "batch_norm": True, "augment": "none", "tta": "none", "dtype_policy": "float32",
-                   "whiten_init": False, "dirac_init": False, "alternating_flip": False, "ema_momentum": 0}
+                   "batch_norm": True, "augment": "none", "tta": "none", "dtype_policy": "float32"} | TRICKS_OFF
 # The value an experiment from before a key was added ran with
-BEFORE_THE_KEY = {"dtype_policy": "float32", "whiten_init": False, "dirac_init": False, "alternating_flip": False,
-                  "ema_momentum": 0}
+BEFORE_THE_KEY = {"dtype_policy": "float32"} | TRICKS_OFF
 ORIGINAL_TABLE = (
     ("a. no batch norm", {"batch_norm": False, "lr_schedule": "none"}, 0.818),
     ("b. + batch norm", {"lr_schedule": "none"}, 0.826),

@@ -103,8 +103,8 @@ def test_report_links_figures_and_states_the_difference(workdir):
     assert (f"Settings: center loss `{cl['variant']}` (lambda {cl['lambda']:g}, mu {cl['mu']:g}, alpha {cl['alpha']:g}, "
             f"init {cl['init']}); both models: {workdir['epochs']} epochs, {workdir['optimizer']} at learning rate "
             f"{workdir['learning_rate']:g} ({workdir['lr_schedule']}), batch {workdir['batch_size']}, augment "
-            f"{workdir['augment']}, test views {workdir['tta']}, whiten_init, seed {workdir['seed']}; images: 1,200 train, "
-            "50 validation, 60 test.") in report
+            f"{workdir['augment']}, test views {workdir['tta']}, whiten_init, seed {workdir['seed']}; images: "
+            "1,200 train, 50 validation, 60 test.") in report
     workdir["center_loss"] = dict(cl, variant="island", mu=0.25)
     compare.main(workdir)
     report = (paths.COMPARE_DIR / "report.md").read_text()

@@ -39,7 +39,8 @@ def test_verdict_claims_no_more_than_the_interval():
     assert verdict(paired([0.01]), "center_loss", 100, " points") == "one seed: +1 points; no interval from one seed"
     assert verdict(paired([]), "center_loss") == "not measured"
     # skewed: the mean is positive while most seeds are negative; the count follows the mean
-    assert verdict(paired([0.09, -0.01, -0.01, -0.01]), "center_loss", 100, " points").endswith("(1 of 4 seeds agree in sign)")
+    skewed = verdict(paired([0.09, -0.01, -0.01, -0.01]), "center_loss", 100, " points")
+    assert skewed.endswith("(1 of 4 seeds agree in sign)")
 
 
 def test_equal_differences_give_a_zero_width_interval_without_warnings():
